@@ -1,0 +1,46 @@
+"""recorder: validated, ordered, hash-chained, crash-safe recording of A3CP records."""
+
+from __future__ import annotations
+
+from .config import Config, load_config
+from .exceptions import (
+    ConfigError,
+    CorruptionError,
+    DeniedFieldError,
+    DurabilityError,
+    RecorderError,
+    RecorderUnavailable,
+    RecordTooLarge,
+    RejectedError,
+    StorageFull,
+    UnknownSchemaError,
+    UnsafeIdentifier,
+    ValidationError,
+)
+from .reader import Problem, read, verify
+from .registry import Registry
+from .store import Store
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "CorruptionError",
+    "DeniedFieldError",
+    "DurabilityError",
+    "Problem",
+    "RecordTooLarge",
+    "RecorderError",
+    "RecorderUnavailable",
+    "Registry",
+    "RejectedError",
+    "StorageFull",
+    "Store",
+    "UnknownSchemaError",
+    "UnsafeIdentifier",
+    "ValidationError",
+    "load_config",
+    "read",
+    "verify",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,191 @@
+"""Every write, fsync, truncate, rename and directory fsync lives here.
+
+Keeping them in one module makes the durability story reviewable in one
+place and gives tests one seam for faults. ``RECORDER_FAULT`` (environment)
+names points at which a child process kills itself or slows down, e.g.
+``RECORDER_FAULT=after_write:kill:3`` (the third time), or
+``RECORDER_FAULT=before_fsync:sleep_ms:20`` (every time).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from collections.abc import Callable
+
+from .exceptions import DurabilityError, StorageFull
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+FaultHook = Callable[[str], None]
+_hook: FaultHook | None = None
+
+
+def _env_hook(spec: str) -> FaultHook:
+    rules: list[tuple[str, str, float]] = []
+    for item in spec.split(","):
+        point, action, *arg = item.strip().split(":")
+        rules.append((point, action, float(arg[0]) if arg else 1.0))
+    counts: dict[str, int] = {}
+
+    def hook(point: str) -> None:
+        for p, action, arg in rules:
+            if p != point:
+                continue
+            counts[p] = counts.get(p, 0) + 1
+            if action == "kill" and counts[p] >= arg:
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif action == "sleep_ms":
+                time.sleep(arg / 1000)
+
+    return hook
+
+
+if os.environ.get("RECORDER_FAULT"):
+    _hook = _env_hook(os.environ["RECORDER_FAULT"])
+
+
+def set_fault_hook(hook: FaultHook | None) -> None:
+    """Install an in-process fault hook (tests only); None removes it."""
+    global _hook
+    _hook = hook
+
+
+def fault(point: str) -> None:
+    """Run the fault hook at a named point; free when no hook is set."""
+    if _hook is not None:
+        _hook(point)
+
+
+def _wrap(e: OSError, path: str, op: str) -> Exception:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(path, f"{op}: {os.strerror(e.errno)}")
+    return DurabilityError(path, op, e.errno, e.strerror or str(e))
+
+
+def open_root(path: str) -> int:
+    """Open (creating it) the data root directory; the one place a symlink may lead."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        return os.open(os.path.realpath(path), _DIR_FLAGS & ~os.O_NOFOLLOW)
+    except OSError as e:
+        raise _wrap(e, path, "open root") from e
+
+
+def open_dirs(root_fd: int, parts: list[str], label: str) -> int:
+    """Open the directory ``parts`` below ``root_fd``, creating what is missing.
+
+    Every component is opened with O_NOFOLLOW, so a symlink planted anywhere
+    below the root cannot lead a write out of it; each new directory is
+    fsync'd into its parent before it is used.
+    """
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+                fault("before_dir_fsync")
+                os.fsync(fd)
+            except FileExistsError:
+                pass
+            nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise DurabilityError(label, "open dir", e.errno, "a path part is a symlink or not a directory") from e
+        raise _wrap(e, label, "open dir") from e
+
+
+def open_append(dir_fd: int, name: str, label: str) -> tuple[int, bool]:
+    """Open ``name`` for appending; returns (fd, created). New files are fsync'd into the dir."""
+    try:
+        try:
+            fd = os.open(name, _APPEND_FLAGS | os.O_EXCL, 0o644, dir_fd=dir_fd)
+            created = True
+        except FileExistsError:
+            fd = os.open(name, _APPEND_FLAGS & ~os.O_CREAT, dir_fd=dir_fd)
+            created = False
+        if created:
+            fault("before_dir_fsync")
+            os.fsync(dir_fd)
+        return fd, created
+    except OSError as e:
+        raise _wrap(e, label, "open") from e
+
+
+def append(fd: int, data: bytes, label: str) -> None:
+    """Append ``data`` with as few write calls as the kernel allows (one, normally)."""
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+            fault("after_write")
+    except OSError as e:
+        raise _wrap(e, label, "write") from e
+
+
+def sync(fd: int, label: str) -> None:
+    """fdatasync ``fd``. A failure is final for this descriptor (never retried)."""
+    fault("before_fsync")
+    try:
+        os.fdatasync(fd)
+    except OSError as e:
+        raise _wrap(e, label, "fdatasync") from e
+    fault("after_fsync")
+
+
+def truncate(fd: int, size: int, label: str) -> None:
+    """Cut a file back to ``size`` bytes and make the cut durable."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError as e:
+        raise _wrap(e, label, "truncate") from e
+
+
+def write_new(dir_fd: int, name: str, data: bytes, label: str) -> None:
+    """Write a whole new file atomically: temp file, fsync, rename, dir fsync."""
+    tmp = f".{name}.tmp-{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+        try:
+            append(fd, data, label)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fault("before_rename")
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        fault("before_dir_fsync")
+        os.fsync(dir_fd)
+    except OSError as e:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass  # the original error is the one worth reporting
+        raise _wrap(e, label, "write") from e
+
+
+def rename(dir_fd: int, old: str, new: str, label: str, read_only: bool = False) -> None:
+    """Rename within one directory (optionally making it read-only) and fsync the dir."""
+    try:
+        if read_only:
+            os.chmod(old, 0o444, dir_fd=dir_fd, follow_symlinks=False)
+        os.rename(old, new, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    except OSError as e:
+        raise _wrap(e, label, "rename") from e
+
+
+def close(fd: int) -> None:
+    """Close a descriptor, ignoring EBADF from a double close."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass

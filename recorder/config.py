@@ -1,0 +1,152 @@
+"""Process settings and per-type policies, parsed from TOML into typed structs.
+
+A config has a ``[recorder]`` table (process settings), an optional
+``[defaults]`` table (policies every type inherits) and one ``[types.NAME]``
+table per schema type. msgspec converts each table into a struct, so a wrong
+key or value is reported with the file and the dotted key that holds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from .exceptions import ConfigError
+
+__all__ = ["RecorderSettings", "TypeConfig", "Config", "load_config", "default_config_text"]
+
+Format = Literal["jsonl", "parquet"]
+Durability = Literal["fsync", "os"]
+HashName = Literal["sha256", "none"]
+
+
+class TypeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Policies of one schema type (see docs/FORMAT.md for each key)."""
+
+    model: str
+    models: dict[str, str] = {}
+    versions: list[str] = msgspec.field(default_factory=lambda: ["1"])
+    format: Format = "jsonl"
+    path: str = "logs/{schema_type}/{date}.jsonl"
+    durability: Durability = "fsync"
+    max_record_bytes: int = 65536
+    denied_fields: list[str] = []
+    denied_prefixes: list[str] = []
+    hash: HashName = "sha256"
+
+
+class RecorderSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Settings of the recorder process itself."""
+
+    data_root: str = "recording"
+    run_dir: str = ""
+    endpoint: str = ""
+    control_endpoint: str = ""
+    max_message_bytes: int = 1 << 20
+    max_open_files: int = 128
+    quarantine_max_bytes: int = 64 << 20
+    quarantine_copy_bytes: int = 2048
+    max_depth: int = 32
+
+
+class Config(msgspec.Struct, kw_only=True):
+    """A whole parsed config: where it came from, settings and types."""
+
+    source: str
+    digest: str
+    recorder: RecorderSettings
+    types: dict[str, TypeConfig]
+
+
+_AT = re.compile(r" - at `\$(?:\[\.\.\.\])?\.?(?P<key>[^`]*)`$")
+
+
+def _convert(table: Any, cls: type[Any], source: str, prefix: str) -> Any:
+    try:
+        return msgspec.convert(table, cls)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        m = _AT.search(text)
+        key = prefix
+        if m:
+            text = text[: m.start()]
+            if m.group("key"):
+                key = f"{prefix}.{m.group('key')}"
+        unknown = re.match(r"Object contains unknown field `(.+)`", text)
+        if unknown:
+            key, text = f"{key}.{unknown.group(1)}", "unknown key"
+        raise ConfigError(source, key, text) from e
+
+
+_POSITIVE = ("max_record_bytes",)
+_RECORDER_POSITIVE = (
+    "max_message_bytes",
+    "max_open_files",
+    "quarantine_max_bytes",
+    "quarantine_copy_bytes",
+    "max_depth",
+)
+
+
+def parse_config(text: str, source: str) -> Config:
+    """Parse config text; ``source`` names it in errors.
+
+    Raises:
+        ConfigError: naming the file and the dotted key at fault.
+    """
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(source, "(syntax)", str(e)) from e
+    unknown = set(doc) - {"recorder", "defaults", "types"}
+    if unknown:
+        raise ConfigError(source, sorted(unknown)[0], "unknown table")
+    settings = _convert(doc.get("recorder", {}), RecorderSettings, source, "recorder")
+    for key in _RECORDER_POSITIVE:
+        if getattr(settings, key) <= 0:
+            raise ConfigError(source, f"recorder.{key}", "must be a positive integer")
+    defaults = doc.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(source, "defaults", "must be a table")
+    raw_types = doc.get("types", {})
+    if not isinstance(raw_types, dict) or not raw_types:
+        raise ConfigError(source, "types", "at least one [types.NAME] table is required")
+    types: dict[str, TypeConfig] = {}
+    for name, table in raw_types.items():
+        if not isinstance(table, dict):
+            raise ConfigError(source, f"types.{name}", "must be a table")
+        merged = {**defaults, **table}
+        tc = _convert(merged, TypeConfig, source, f"types.{name}")
+        for key in _POSITIVE:
+            if getattr(tc, key) <= 0:
+                raise ConfigError(source, f"types.{name}.{key}", "must be a positive integer")
+        types[name] = tc
+    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return Config(source=source, digest=digest, recorder=settings, types=types)
+
+
+def default_config_text() -> str:
+    """The config shipped inside the package (the same as configs/recorder.toml)."""
+    return resources.files("recorder").joinpath("default.toml").read_text(encoding="utf-8")
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load a config file, or the packaged default when ``path`` is None.
+
+    Raises:
+        ConfigError: the file is missing or a key is wrong.
+    """
+    if path is None:
+        return parse_config(default_config_text(), "<default recorder.toml>")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(p), "(file)", e.strerror or str(e)) from e
+    return parse_config(text, str(p))

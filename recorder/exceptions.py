@@ -1,0 +1,140 @@
+"""The whole error tree of `recorder`, and nothing else.
+
+Constructors take structured fields and build the message, so callers and
+tests can look at ``err.field`` or ``err.offset`` instead of parsing text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "CorruptionError",
+    "DeniedFieldError",
+    "DurabilityError",
+    "RecordTooLarge",
+    "RecorderError",
+    "RecorderUnavailable",
+    "RejectedError",
+    "StorageFull",
+    "UnknownSchemaError",
+    "UnsafeIdentifier",
+    "ValidationError",
+]
+
+
+class RecorderError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    #: Short stable code used on the wire and in the quarantine log.
+    code = "error"
+
+
+class ConfigError(RecorderError):
+    """A config file or registry entry is wrong; names the file and the key."""
+
+    code = "config"
+
+    def __init__(self, path: str, key: str, reason: str) -> None:
+        self.path = path
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{path}: {key}: {reason}")
+
+
+class ValidationError(RecorderError, ValueError):
+    """A record does not match its schema; names the field path and reason."""
+
+    code = "invalid"
+
+    def __init__(self, schema_type: str, field: str, reason: str) -> None:
+        self.schema_type = schema_type
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{schema_type}: field {field!r}: {reason}")
+
+
+class UnknownSchemaError(ValidationError):
+    """The schema type is not registered, or its MAJOR version is unknown."""
+
+    code = "unknown_schema"
+
+
+class DeniedFieldError(ValidationError):
+    """A field that must never reach disk (raw frames, audio, data: URLs)."""
+
+    code = "denied_field"
+
+
+class UnsafeIdentifier(ValidationError):
+    """An identifier that becomes a path part is not a plain, safe name."""
+
+    code = "unsafe_identifier"
+
+
+class RecordTooLarge(ValidationError):
+    """A record is larger than its type's ``max_record_bytes``."""
+
+    code = "too_large"
+
+    def __init__(self, schema_type: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(schema_type, "$", f"record is {size} bytes, limit is {limit}")
+
+
+class CorruptionError(RecorderError):
+    """A file on disk is damaged; names the file, line and byte offset."""
+
+    code = "corrupt"
+
+    def __init__(self, path: str, line: int, offset: int, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"{path}: line {line} (byte {offset}): {reason}")
+
+
+class StorageFull(RecorderError):
+    """The disk or a configured storage limit is full; records are refused."""
+
+    code = "storage_full"
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class DurabilityError(RecorderError):
+    """A write or fsync failed; what was written since the last sync is unknown."""
+
+    code = "durability"
+
+    def __init__(self, path: str, op: str, errno: int | None, reason: str) -> None:
+        self.path = path
+        self.op = op
+        self.errno = errno
+        self.reason = reason
+        super().__init__(f"{path}: {op} failed: {reason}")
+
+
+class RecorderUnavailable(RecorderError):
+    """The client cannot hand a record to a recorder in time (down or slow)."""
+
+    code = "unavailable"
+
+
+class RejectedError(RecorderError):
+    """The recorder refused records a producer sent; carries each rejection."""
+
+    code = "rejected"
+
+    def __init__(self, rejections: list[tuple[int, str, str, str]]) -> None:
+        #: (producer sequence, code, field, reason) per refused record
+        self.rejections = rejections
+        first = rejections[0]
+        more = f" (+{len(rejections) - 1} more)" if len(rejections) > 1 else ""
+        super().__init__(
+            f"record #{first[0]} rejected ({first[1]}): field {first[2]!r}: {first[3]}{more}"
+        )

@@ -1,0 +1,212 @@
+"""One JSONL journal file: line framing, hash chain, batch append, tail recovery.
+
+Layout (docs/FORMAT.md has the full rules). With hashing on, every line is
+
+    {<fields...>,"prev":"<hash of previous line>","h":"<hash of this line>"}\\n
+
+where ``h`` is sha256 over the line's bytes up to and including the comma
+before ``"h"``. The last line of each appended batch carries
+``"commit":true``; recovery cuts an incomplete final batch back to the last
+commit line, and refuses to cut anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from . import _durable
+from .exceptions import CorruptionError
+
+__all__ = ["Journal", "Recovery", "check_line", "GENESIS", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+GENESIS = "0" * 64
+_SUFFIX = len(b'"h":"') + 64 + len(b'"}')  # bytes after the hashed prefix
+_COMMIT = b'"commit":true,'
+_CHUNK = 1 << 20
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def seal_line(body: bytes, prev: str, hashing: bool, commit: bool) -> tuple[bytes, str]:
+    """Close an open JSON object ``body`` (``{...`` with fields) into a line.
+
+    Returns the line (with newline) and its hash ('' when hashing is off).
+    """
+    tail = b',"commit":true' if commit else b""
+    if not hashing:
+        return body + tail + b"}\n", ""
+    prefix = b"".join((body, tail, b',"prev":"', prev.encode(), b'",'))
+    h = _hash(prefix)
+    return b"".join((prefix, b'"h":"', h.encode(), b'"}\n')), h
+
+
+def check_line(line: bytes, hashing: bool) -> tuple[dict[str, Any] | None, str]:
+    """Parse one line (without its newline) and check its own hash.
+
+    Returns (fields, reason): fields is None when the line is bad, and reason
+    says why.
+    """
+    if hashing:
+        if len(line) <= _SUFFIX or not line.endswith(b'"}') or line[-_SUFFIX:-66] != b'"h":"':
+            return None, "line does not end with its hash field"
+        if _hash(line[:-_SUFFIX]).encode() != line[-66:-2]:
+            return None, "line hash mismatch (the line was altered)"
+    try:
+        obj = msgspec.json.decode(line)
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        return None, f"not valid JSON: {e}"
+    if not isinstance(obj, dict):
+        return None, "line is not a JSON object"
+    return obj, ""
+
+
+@dataclass
+class Recovery:
+    """What opening an existing journal found and did."""
+
+    cut_offset: int = -1  # where a torn final batch was cut, -1 if none
+    cut_bytes: bytes = b""
+    damaged: CorruptionError | None = None  # set when the file was set aside
+    tail: list[dict[str, Any]] = field(default_factory=list)  # last whole lines seen
+
+
+class Journal:
+    """Appends chained lines to one file; the single writer of that file."""
+
+    def __init__(self, dir_fd: int, name: str, label: str, *, hashing: bool, fsync: bool) -> None:
+        self.dir_fd = dir_fd
+        self.name = name
+        self.label = label
+        self.hashing = hashing
+        self.fsync = fsync
+        self.fd = -1
+        self.head = GENESIS
+        self.size = 0
+        self.last_seq = 0
+        self.synced_size = 0
+
+    # -- opening -------------------------------------------------------
+    def open(self, header: dict[str, Any]) -> Recovery:
+        """Open (creating or recovering) the file; returns what recovery did."""
+        fd, created = _durable.open_append(self.dir_fd, self.name, self.label)
+        self.fd = fd
+        size = os.fstat(fd).st_size
+        rec = Recovery()
+        if not created and size > 0:
+            rec = self._recover(size)
+            if rec.damaged is not None:
+                return rec  # caller sets the file aside and opens a fresh one
+            self.size = size if rec.cut_offset < 0 else rec.cut_offset
+            if self.size > 0:
+                self.synced_size = self.size
+                return rec
+        self._write_header(header)
+        return rec
+
+    def _write_header(self, header: dict[str, Any]) -> None:
+        body = msgspec.json.encode({"recorder_journal": FORMAT_VERSION, **header})[:-1]
+        line, h = seal_line(body, GENESIS, self.hashing, commit=True)
+        _durable.append(self.fd, line, self.label)
+        _durable.sync(self.fd, self.label)
+        self.head, self.size, self.synced_size = h, len(line), len(line)
+
+    def _recover(self, size: int) -> Recovery:
+        rfd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+        try:
+            return self._scan_tail(rfd, size)
+        finally:
+            os.close(rfd)
+
+    def _scan_tail(self, rfd: int, size: int) -> Recovery:
+        start = max(0, size - _CHUNK)
+        while True:
+            data = os.pread(rfd, size - start, start)
+            lines = data.split(b"\n")
+            partial = lines.pop()  # bytes after the last newline: a torn line or b""
+            offsets, pos = [], start
+            for ln in lines:
+                offsets.append(pos)
+                pos += len(ln) + 1
+            first = 0 if start == 0 else 1  # a chunk's first line may be cut
+            commit_at = -1
+            parsed: list[dict[str, Any] | None] = [None] * len(lines)
+            for i in range(len(lines) - 1, first - 1, -1):
+                obj, _ = check_line(lines[i], self.hashing)
+                parsed[i] = obj
+                if obj is not None and obj.get("commit") is True:
+                    commit_at = i
+                    break
+            if commit_at >= 0 or start == 0:
+                break
+            start = max(0, start - _CHUNK)
+        rec = Recovery()
+        good_end = offsets[commit_at] + len(lines[commit_at]) + 1 if commit_at >= 0 else 0
+        # Classify what follows the last commit line: only a torn batch may be cut.
+        prev = parsed[commit_at].get("h", "") if commit_at >= 0 else GENESIS  # type: ignore[union-attr]
+        for i in range(commit_at + 1, len(lines)):
+            obj = parsed[i] if parsed[i] is not None else check_line(lines[i], self.hashing)[0]
+            if b"\0" in lines[i]:
+                break  # zero-filled blocks: the tail of an unfinished write
+            if obj is None or (self.hashing and obj.get("prev") != prev):
+                n_line = -1  # unknown line number without a full scan
+                rec.damaged = CorruptionError(
+                    self.label, n_line, offsets[i], "a whole line after the last commit is damaged"
+                )
+                return rec
+            prev = obj.get("h", "")
+        if commit_at >= 0:
+            head_obj = parsed[commit_at]
+            assert head_obj is not None
+            self.head = str(head_obj.get("h", GENESIS))
+            self.last_seq = int(head_obj.get("seq", 0))
+            rec.tail = [o for o in parsed[first : commit_at + 1] if o is not None]
+        if good_end < size:
+            rec.cut_offset = good_end
+            rec.cut_bytes = os.pread(rfd, size - good_end, good_end)
+            _durable.truncate(self.fd, good_end, self.label)
+        del partial
+        return rec
+
+    # -- appending -----------------------------------------------------
+    def append(self, bodies: list[bytes]) -> None:
+        """Append a batch of line bodies with one write and (fsync mode) one fdatasync.
+
+        Each body is an open JSON object (``{...`` without the closing brace).
+        The state (head, size) only advances once the batch is durable, so a
+        failed batch leaves this object as it was before it.
+        """
+        parts: list[bytes] = []
+        head = self.head
+        last = len(bodies) - 1
+        for i, body in enumerate(bodies):
+            line, h = seal_line(body, head, self.hashing, commit=i == last)
+            parts.append(line)
+            head = h
+        data = b"".join(parts)
+        _durable.append(self.fd, data, self.label)
+        if self.fsync:
+            _durable.sync(self.fd, self.label)
+        self.head = head
+        self.size += len(data)
+        self.synced_size = self.size
+
+    def checkpoint(self) -> bytes:
+        """The head anchor kept beside the file: the line ending at ``size`` hashes to ``head``."""
+        return msgspec.json.encode({"size": self.size, "head": self.head, "seq": self.last_seq})
+
+    def close(self) -> None:
+        """Close the file, leaving a durable head checkpoint beside it."""
+        if self.fd < 0:
+            return
+        if self.hashing and self.size:
+            _durable.write_new(self.dir_fd, self.name + ".head", self.checkpoint(), self.label)
+        _durable.close(self.fd)
+        self.fd = -1

@@ -1,0 +1,196 @@
+"""Read recorded records back in order, and verify journals line by line."""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ._progress import Progress
+from .exceptions import CorruptionError
+from .journal import FORMAT_VERSION, GENESIS, check_line
+
+__all__ = ["read", "verify", "verify_file", "journal_files", "Problem"]
+
+INTERNAL_DIR = "_recorder"
+
+
+def journal_files(paths: Iterable[str | Path], internal: bool = False) -> list[Path]:
+    """Every ``*.jsonl`` file under ``paths`` (files are taken as given), sorted."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            found.append(p)
+            continue
+        for dirpath, dirnames, filenames in os.walk(p):
+            if not internal and INTERNAL_DIR in dirnames and Path(dirpath) == p:
+                dirnames.remove(INTERNAL_DIR)
+            dirnames.sort()
+            found.extend(Path(dirpath, f) for f in sorted(filenames) if f.endswith(".jsonl"))
+    return found
+
+
+def _ts(value: str | datetime | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as f:
+        first = True
+        for n, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                return  # a torn final line was never acknowledged
+            if first:
+                first = False
+                continue  # header
+            try:
+                obj = msgspec.json.decode(line)
+            except msgspec.DecodeError as e:
+                raise CorruptionError(str(path), n, f.tell() - len(line), f"not valid JSON: {e}") from e
+            yield obj
+
+
+def read(
+    root: str | Path,
+    *,
+    schema_type: str | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    since: str | datetime | None = None,
+    until: str | datetime | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield stored envelopes (metadata plus ``record``) in insertion order.
+
+    Files are merged by the recorder's sequence number. Time bounds apply to
+    the record's own ``timestamp`` (``since`` inclusive, ``until`` exclusive).
+
+    Raises:
+        CorruptionError: a whole line in the middle of a file is not JSON.
+    """
+    lo, hi = _ts(since), _ts(until)
+
+    def keep(e: dict[str, Any]) -> bool:
+        if schema_type is not None and e.get("schema_type") != schema_type:
+            return False
+        if user_id is not None and e.get("user_id") != user_id:
+            return False
+        if session_id is not None and e.get("session_id") != session_id:
+            return False
+        if lo is not None or hi is not None:
+            t = _ts(e.get("timestamp"))
+            if t is None or (lo is not None and t < lo) or (hi is not None and t >= hi):
+                return False
+        return True
+
+    streams = [(e for e in _lines(p) if keep(e)) for p in journal_files([root])]
+    yield from heapq.merge(*streams, key=lambda e: int(e.get("seq", 0)))
+
+
+@dataclass
+class Problem:
+    """The first problem found in one file."""
+
+    path: str
+    line: int
+    offset: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: line {self.line} (byte {self.offset}): {self.reason}"
+
+
+def verify_file(path: str | Path, progress: Progress | None = None) -> Problem | None:
+    """Check one journal's header, every line's hash, the chain, order and head checkpoint."""
+    path = str(path)
+    hashing = True
+    prev = GENESIS
+    last_seq = 0
+    offset = 0
+    ends: dict[int, str] = {}
+    committed = True
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            start = offset
+            offset += len(line)
+            if progress:
+                progress.advance(len(line))
+            if not line.endswith(b"\n"):
+                return Problem(path, n, start, f"torn final line ({len(line)} bytes without a newline)")
+            body = line[:-1]
+            if n == 1:
+                try:
+                    head = msgspec.json.decode(body)
+                except msgspec.DecodeError as e:
+                    return Problem(path, 1, 0, f"header is not JSON: {e}")
+                if not isinstance(head, dict) or head.get("recorder_journal") != FORMAT_VERSION:
+                    return Problem(path, 1, 0, "not a recorder journal (header lacks recorder_journal=1)")
+                if head.get("hash") not in ("sha256", "none", None):
+                    return Problem(path, 1, 0, f"unknown hash algorithm {head.get('hash')!r}")
+                hashing = head.get("hash", "sha256") != "none"
+            obj, reason = check_line(body, hashing)
+            if obj is None:
+                return Problem(path, n, start, reason)
+            if hashing:
+                if obj.get("prev") != prev:
+                    what = "the line before it was removed or replaced" if n > 1 else "unexpected chain start"
+                    return Problem(path, n, start, f"chain broken: {what}")
+                prev = str(obj["h"])
+                ends[offset] = prev
+            if n > 1:
+                seq = obj.get("seq")
+                if not isinstance(seq, int) or seq <= last_seq:
+                    return Problem(path, n, start, f"sequence {seq!r} does not increase (previous {last_seq})")
+                last_seq = seq
+            committed = obj.get("commit") is True
+    if offset == 0:
+        return Problem(path, 1, 0, "empty file (no header)")
+    if not committed:
+        return Problem(path, n, start, "final batch is incomplete (its last line has no commit mark)")
+    return _check_anchor(path, offset, ends) if hashing else None
+
+
+def _check_anchor(path: str, size: int, ends: dict[int, str]) -> Problem | None:
+    try:
+        with open(path + ".head", "rb") as f:
+            anchor = msgspec.json.decode(f.read())
+    except FileNotFoundError:
+        return None
+    except msgspec.DecodeError as e:
+        return Problem(path + ".head", 1, 0, f"checkpoint is not JSON: {e}")
+    at, head = anchor.get("size", -1), anchor.get("head")
+    if at > size:
+        return Problem(path, -1, size, f"file ends at byte {size} but its checkpoint vouches for {at}: lines were removed")
+    if ends.get(at) != head:
+        return Problem(path, -1, at, "the line the checkpoint vouches for is gone or changed")
+    return None
+
+
+def verify(paths: Iterable[str | Path], show_progress: bool = False) -> tuple[int, list[Problem]]:
+    """Verify every journal under ``paths`` (internal logs included).
+
+    Returns:
+        (files checked, problems: the first problem of each bad file, plus
+        files set aside as damaged).
+    """
+    files = journal_files(paths, internal=True)
+    problems: list[Problem] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            problems += [Problem(str(d), -1, -1, "file was set aside as damaged by the recorder")
+                         for d in sorted(p.rglob("*.jsonl.damaged-*"))]
+    total = sum(f.stat().st_size for f in files)
+    progress = Progress(total, "verify", enabled=show_progress)
+    for f in files:
+        problem = verify_file(f, progress)
+        if problem:
+            problems.append(problem)
+    progress.done()
+    return len(files), problems

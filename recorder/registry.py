@@ -1,0 +1,155 @@
+"""The schema registry: schema type -> models per version, format, path, policies."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from ._paths import Template, can_collide, check_identifier
+from .config import Config, TypeConfig
+from .exceptions import ConfigError, UnknownSchemaError, ValidationError
+
+__all__ = ["Registry", "TypeSpec", "parse_version"]
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"1.0.1"`` -> ``(1, 0, 1)``; raises ValueError on anything else."""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() and len(p) <= 6 for p in parts):
+        raise ValueError(f"{text!r} is not MAJOR[.MINOR[.PATCH]]")
+    return tuple(int(p) for p in parts)
+
+
+def _import_model(ref: str, source: str, key: str) -> type[BaseModel]:
+    module, _, attr = ref.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError(source, key, f"cannot import {ref!r}: {e}") from e
+    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
+        raise ConfigError(source, key, f"{ref!r} is not a pydantic model class")
+    return obj
+
+
+@dataclass(frozen=True)
+class TypeSpec:
+    """Everything the writer needs to know about one schema type."""
+
+    name: str
+    config: TypeConfig
+    template: Template
+    accepted: tuple[tuple[int, ...], ...]
+    models: tuple[tuple[tuple[int, ...], type[BaseModel]], ...]  # longest prefix first
+    denied_fields: frozenset[str]
+    denied_prefixes: tuple[str, ...]
+
+    @property
+    def hashing(self) -> bool:
+        return self.config.hash != "none"
+
+    @property
+    def fsync(self) -> bool:
+        return self.config.durability == "fsync"
+
+    def model_for(self, version: str) -> type[BaseModel]:
+        """The model that validates ``version`` of this type.
+
+        Raises:
+            UnknownSchemaError: an unknown MAJOR version.
+            ValidationError: a malformed or not-accepted version.
+        """
+        try:
+            v = parse_version(version)
+        except ValueError as e:
+            raise ValidationError(self.name, "schema_version", str(e)) from e
+        if len(v) != 3:
+            raise ValidationError(self.name, "schema_version", f"{version!r} is not MAJOR.MINOR.PATCH")
+        accepted = ", ".join(".".join(map(str, a)) for a in self.accepted)
+        if not any(a[0] == v[0] for a in self.accepted):
+            raise UnknownSchemaError(
+                self.name, "schema_version", f"unknown major version {v[0]}; accepted: {accepted}"
+            )
+        if not any(v[: len(a)] == a for a in self.accepted):
+            raise ValidationError(self.name, "schema_version", f"version {version} not accepted; accepted: {accepted}")
+        for prefix, model in self.models:
+            if v[: len(prefix)] == prefix:
+                return model
+        raise UnknownSchemaError(self.name, "schema_version", f"no model registered for {version}")
+
+
+class Registry:
+    """Maps schema types to their specs; refuses configs whose files could collide."""
+
+    def __init__(self, specs: dict[str, TypeSpec]) -> None:
+        self.specs = specs
+
+    @classmethod
+    def from_config(cls, config: Config) -> Registry:
+        """Build the registry, importing every model.
+
+        Raises:
+            ConfigError: naming the file and key of the first problem.
+        """
+        src = config.source
+        specs: dict[str, TypeSpec] = {}
+        for name, tc in config.types.items():
+            key = f"types.{name}"
+            try:
+                check_identifier(name, "schema_type", name)
+            except ValidationError as e:
+                raise ConfigError(src, key, f"schema type name {e.reason}") from e
+            try:
+                template = Template.parse(tc.path)
+            except ValueError as e:
+                raise ConfigError(src, f"{key}.path", str(e)) from e
+            if tc.format == "parquet":
+                raise ConfigError(src, f"{key}.format", "'parquet' is not supported yet (segments issue)")
+            if not template.text.endswith(".jsonl"):
+                raise ConfigError(src, f"{key}.path", "a jsonl type's path must end with '.jsonl'")
+            try:
+                accepted = tuple(parse_version(v) for v in tc.versions)
+            except ValueError as e:
+                raise ConfigError(src, f"{key}.versions", str(e)) from e
+            if not accepted:
+                raise ConfigError(src, f"{key}.versions", "at least one version is required")
+            models = [((), _import_model(tc.model, src, f"{key}.model"))]
+            for prefix, ref in tc.models.items():
+                try:
+                    pv = parse_version(prefix)
+                except ValueError as e:
+                    raise ConfigError(src, f"{key}.models.{prefix}", str(e)) from e
+                models.append((pv, _import_model(ref, src, f"{key}.models.{prefix}")))
+            models.sort(key=lambda m: -len(m[0]))
+            specs[name] = TypeSpec(
+                name=name,
+                config=tc,
+                template=template,
+                accepted=accepted,
+                models=tuple(models),
+                denied_fields=frozenset(tc.denied_fields),
+                denied_prefixes=tuple(tc.denied_prefixes),
+            )
+        names = sorted(specs)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                pa = specs[a].template.pattern(a)
+                pb = specs[b].template.pattern(b)
+                if can_collide(pa, pb):
+                    raise ConfigError(
+                        src,
+                        f"types.{b}.path",
+                        f"{specs[b].template.text!r} can name the same file as types.{a}.path "
+                        f"{specs[a].template.text!r}; put {{schema_type}} or a distinct literal in it",
+                    )
+        return cls(specs)
+
+    def get(self, schema_type: str) -> TypeSpec:
+        """The spec of ``schema_type``; raises UnknownSchemaError if unregistered."""
+        try:
+            return self.specs[schema_type]
+        except KeyError:
+            raise UnknownSchemaError(
+                str(schema_type)[:64], "schema_type", f"not registered; known: {', '.join(sorted(self.specs))}"
+            ) from None

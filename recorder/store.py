@@ -1,0 +1,294 @@
+"""An in-process recorder over one data root: registry, writers, quarantine, own audit log.
+
+The recorder service wraps exactly this object (one writer thread per type);
+used directly it is a library for single-process producers and for tests.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from pydantic import BaseModel
+
+from . import _durable
+from ._env import iso_ms_now, iso_ns, runtime_env
+from .config import Config, load_config
+from .exceptions import RecorderError, StorageFull, ValidationError
+from .journal import Journal
+from .registry import Registry, TypeSpec
+from .validation import Accepted, Meta, quarantine_copy, safe_json, validate
+from .writer import Entry, TypeWriter
+
+__all__ = ["Store", "INTERNAL_DIR"]
+
+INTERNAL_DIR = "_recorder"
+_LEASE = 1_000_000  # sequence numbers reserved per durable lease write
+
+
+class _SeqLease:
+    """Recorder sequence numbers that only grow, across restarts too.
+
+    A lease (the highest number that may be used) is written durably before
+    numbers up to it are handed out, so a restart continues above it.
+    """
+
+    def __init__(self, dir_fd: int) -> None:
+        self.dir_fd = dir_fd
+        try:
+            fd = os.open("seq", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            try:
+                last = int(os.read(fd, 64).decode() or 0)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            last = 0
+        self.next = last + 1
+        self.limit = last
+        self._extend()
+
+    def _extend(self) -> None:
+        self.limit = self.next + _LEASE
+        _durable.write_new(self.dir_fd, "seq", str(self.limit).encode(), f"{INTERNAL_DIR}/state/seq")
+
+    def take(self, n: int = 1) -> int:
+        """Reserve ``n`` consecutive numbers; returns the first."""
+        first = self.next
+        self.next += n
+        if self.next > self.limit:
+            self._extend()
+        return first
+
+
+class _Quarantine:
+    """The chained log of rejected input: reason, origin, bounded redacted copy."""
+
+    def __init__(self, dir_fd: int, header: dict[str, Any], max_bytes: int, copy_bytes: int) -> None:
+        self.journal = Journal(dir_fd, "quarantine.jsonl", f"{INTERNAL_DIR}/quarantine.jsonl",
+                               hashing=True, fsync=True)
+        self.journal.open({**header, "schema_type": "quarantine"})
+        self.max_bytes = max_bytes
+        self.copy_bytes = copy_bytes
+        self.count = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
+
+    def add(self, spec: TypeSpec | None, schema_type: str, raw: bytes, err: RecorderError,
+            producer: str, pseq: int, origin: str) -> None:
+        excerpt, size, digest = quarantine_copy(spec, raw, self.copy_bytes)
+        line = {
+            "seq": 0,
+            "received": iso_ns(time.time_ns()),
+            "schema_type": str(schema_type)[:128],
+            "producer": producer,
+            "pseq": pseq,
+            "origin": origin,
+            "code": err.code,
+            "field": getattr(err, "field", "$"),
+            "reason": str(err),
+            "size": size,
+            "sha256": digest,
+            "excerpt": excerpt,
+        }
+        body = safe_json(line)[:-1]
+        with self.lock:
+            if self.journal.size + len(body) + 200 > self.max_bytes:
+                self.dropped += 1  # counted and reported, never silent
+                return
+            self.journal.last_seq += 1
+            body = body.replace(b'{"seq":0,', b'{"seq":%d,' % self.journal.last_seq, 1)
+            self.journal.append([body])
+            self.count += 1
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+class Store:
+    """Validates and durably records records into one data root.
+
+    Args:
+        config: a Config, a path to a TOML file, or None for the packaged default.
+        data_root: overrides ``recorder.data_root`` of the config.
+
+    Raises:
+        ConfigError: the config is wrong.
+        RecorderError: another recorder holds this data root.
+    """
+
+    def __init__(self, config: Config | str | Path | None = None, data_root: str | Path | None = None) -> None:
+        self.config = config if isinstance(config, Config) else load_config(config)
+        self.registry = Registry.from_config(self.config)
+        self.root = os.path.realpath(str(data_root or self.config.recorder.data_root))
+        self.root_fd = _durable.open_root(self.root)
+        self.internal_fd = _durable.open_dirs(self.root_fd, [INTERNAL_DIR], INTERNAL_DIR)
+        self._lock_fd = self._take_lock()
+        state_fd = _durable.open_dirs(self.internal_fd, ["state"], f"{INTERNAL_DIR}/state")
+        self.seq = _SeqLease(state_fd)
+        self.env = runtime_env(self.config.digest)
+        header = {"env": self.env}
+        settings = self.config.recorder
+        self.quarantine = _Quarantine(self.internal_fd, header, settings.quarantine_max_bytes,
+                                      settings.quarantine_copy_bytes)
+        self._audit = Journal(self.internal_fd, "audit.jsonl", f"{INTERNAL_DIR}/audit.jsonl",
+                              hashing=True, fsync=True)
+        self._audit.open({**header, "schema_type": "recorder_audit"})
+        self._audit_lock = threading.Lock()
+        self.writers = {
+            name: TypeWriter(spec, self.root_fd, header, settings.max_open_files, self.event)
+            for name, spec in self.registry.specs.items()
+        }
+        self.event("recorder_start", {"data_root": self.root, "config": self.config.source,
+                                      "config_digest": self.config.digest})
+
+    def _take_lock(self) -> int:
+        fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self.internal_fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RecorderError(f"{self.root}: data root is in use by another recorder (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return fd
+
+    # -- the recorder's own audit log -----------------------------------
+    def event(self, kind: str, details: dict[str, Any]) -> None:
+        """Record one of the recorder's own events (start, stop, recovery) as an AuditEvent."""
+        data = details.pop("data", None)
+        if isinstance(data, bytes):  # cut bytes are kept aside, never silently deleted
+            name = f"{details['path'].replace('/', '%')}@{details['offset']}.{time.time_ns()}.bin"
+            torn_fd = _durable.open_dirs(self.internal_fd, ["torn"], f"{INTERNAL_DIR}/torn")
+            try:
+                _durable.write_new(torn_fd, name, data, f"{INTERNAL_DIR}/torn/{name}")
+            finally:
+                _durable.close(torn_fd)
+            details["kept_as"] = f"{INTERNAL_DIR}/torn/{name}"
+        record = {"record_id": str(uuid.uuid4()), "timestamp": iso_ms_now(), "schema_version": "1.0.0",
+                  "user_id": "recorder", "source": "recorder", "event_type": kind, **details}
+        with self._audit_lock:
+            self._audit.last_seq += 1
+            body = safe_json({"seq": self._audit.last_seq, "received": iso_ns(time.time_ns()),
+                              "event_type": kind, "record": record})[:-1]
+            self._audit.append([body])
+
+    # -- validating and writing -------------------------------------------
+    def check(self, raw: bytes, meta: Meta) -> Accepted:
+        """Validate raw record bytes with their metadata (no disk access).
+
+        Raises:
+            ValidationError: or a subclass naming the field and the reason.
+        """
+        spec = self.registry.get(meta.schema_type)
+        return validate(spec, raw, meta, self.config.recorder.max_depth)
+
+    def reject(self, meta_type: str, raw: bytes, err: RecorderError, producer: str = "inproc",
+               pseq: int = 0, origin: str = "in-process") -> None:
+        """Put rejected input into the quarantine log."""
+        spec = self.registry.specs.get(meta_type)
+        self.quarantine.add(spec, meta_type, raw, err, producer, pseq, origin)
+
+    def record(self, record: BaseModel | dict[str, Any] | bytes, *, schema_type: str | None = None,
+               producer: str = "inproc", pseq: int = 0, **meta: Any) -> int:
+        """Validate one record and append it durably; returns its recorder sequence number.
+
+        Args:
+            record: a pydantic model instance, a dict, or JSON bytes.
+            schema_type: the registered type; inferred from a model's class if omitted.
+            producer: producer id written in the envelope.
+            pseq: producer sequence number written in the envelope.
+            **meta: schema_version, record_id, user_id, session_id, source, action_id, tags.
+
+        Raises:
+            ValidationError: the record was refused (and quarantined).
+            StorageFull: the disk is full; the record was not written.
+        """
+        stype = schema_type or self.type_of(record)
+        m = Meta(schema_type=stype, **meta)
+        raw = b""
+        try:
+            raw = encode_record(record, stype)
+            acc = self.check(raw, m)
+        except ValidationError as e:
+            self.reject(stype, raw, e, producer, pseq)
+            raise
+        entry = Entry(acc, self.seq.take(), time.time_ns(), producer, pseq)
+        self.writers[acc.spec.name].write([entry])
+        return entry.seq
+
+    def type_of(self, record: Any) -> str:
+        """The registered schema type whose model is ``type(record)``."""
+        for name, spec in self.registry.specs.items():
+            if any(type(record) is model for _, model in spec.models):
+                return name
+        raise ValidationError(type(record).__name__, "schema_type",
+                              "cannot infer the schema type: pass schema_type=")
+
+    def close(self) -> None:
+        """Flush and close every file (head checkpoints included), then release the root."""
+        if self.root_fd < 0:
+            return
+        try:
+            for w in self.writers.values():
+                w.close()
+            q = self.quarantine
+            self.event("recorder_stop", {"quarantined": q.count, "quarantine_dropped": q.dropped})
+            q.close()
+            self._audit.close()
+        except StorageFull:
+            raise
+        finally:
+            _durable.close(self._lock_fd)
+            _durable.close(self.internal_fd)
+            _durable.close(self.root_fd)
+            self.root_fd = -1
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_finite(obj: Any, path: str, stype: str) -> None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ValidationError(stype, path or "$", "NaN and Infinity are not JSON numbers")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, f"{path}.{k}" if path else str(k), stype)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_finite(v, f"{path}[{i}]", stype)
+
+
+def encode_record(record: BaseModel | dict[str, Any] | bytes, schema_type: str = "?") -> bytes:
+    """JSON bytes of a record as the producer means it (models in JSON mode).
+
+    Encoders turn NaN into null silently; a null in the output triggers the
+    slow check, so such a record is refused instead of changed.
+
+    Raises:
+        ValidationError: the record cannot be represented as JSON.
+    """
+    if isinstance(record, bytes):
+        return record
+    try:
+        if isinstance(record, BaseModel):
+            data = record.model_dump_json(by_alias=True).encode()
+            if b"null" in data:
+                _check_finite(record.model_dump(), "", schema_type)
+            return data
+        data = safe_json(record)
+    except (TypeError, UnicodeEncodeError, msgspec.EncodeError) as e:
+        raise ValidationError(schema_type, "$", f"cannot encode as JSON: {e}") from e
+    if b"null" in data:
+        _check_finite(record, "", schema_type)
+    return data

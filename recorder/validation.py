@@ -1,0 +1,216 @@
+"""Turn raw record bytes plus producer metadata into an accepted record, or a typed error.
+
+Order of checks: size, JSON (UTF-8, no NaN, no lone surrogates, bounded
+depth), denied fields, metadata agreement, version -> model, pydantic
+validation, safe identifiers. The record is stored as the producer sent it
+(values unchanged), re-encoded compactly so it can never span two lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pydantic
+
+from ._paths import MISSING, check_identifier
+from .exceptions import DeniedFieldError, RecordTooLarge, ValidationError
+from .registry import TypeSpec
+
+__all__ = ["Accepted", "Meta", "validate", "safe_json", "quarantine_copy"]
+
+# Characters some line splitters treat as line ends; JSON allows them raw
+# inside strings, so they are escaped on the way to disk.
+_LINE_BREAKS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085"))
+_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})|(?<![0-9a-fA-F]{4})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def safe_json(obj: Any) -> bytes:
+    """Encode ``obj`` as one line of JSON: compact, UTF-8, line breaks escaped."""
+    data = msgspec.json.encode(obj)
+    if b"\xe2\x80" in data or b"\xc2\x85" in data:
+        for raw, esc in _LINE_BREAKS:
+            data = data.replace(raw, esc)
+    return data
+
+
+class Meta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Metadata a producer passes beside a record (embedded fields win if equal)."""
+
+    schema_type: str
+    schema_version: str | None = None
+    record_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    source: str | None = None
+    action_id: str | None = None
+    tags: dict[str, str] | None = None
+
+
+@dataclass(slots=True)
+class Accepted:
+    """A validated record, ready for the writer to number, chain and append."""
+
+    spec: TypeSpec
+    fields: dict[str, Any]  # envelope metadata, in on-disk order
+    record: bytes  # the record as one compact JSON object
+    path_values: dict[str, str]
+
+
+def _decode(spec: TypeSpec, raw: bytes) -> dict[str, Any]:
+    try:
+        obj = msgspec.json.decode(raw)
+    except UnicodeDecodeError as e:
+        raise ValidationError(spec.name, "$", f"not valid UTF-8 at byte {e.start}") from e
+    except RecursionError as e:
+        raise ValidationError(spec.name, "$", "nested too deeply") from e
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        if _SURROGATE.search(raw):
+            raise ValidationError(spec.name, "$", "lone UTF-16 surrogate escape is not valid Unicode") from e
+        if re.search(rb"\b(NaN|-?Infinity)\b", raw):
+            raise ValidationError(spec.name, "$", "NaN and Infinity are not JSON numbers") from e
+        raise ValidationError(spec.name, "$", f"not valid JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValidationError(spec.name, "$", f"record must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _scan(spec: TypeSpec, obj: Any, path: str, depth: int, max_depth: int) -> None:
+    """Walk the record for denied fields and excessive nesting."""
+    if depth > max_depth:
+        raise ValidationError(spec.name, path or "$", f"nested deeper than {max_depth} levels")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            p = f"{path}.{k}" if path else k
+            if k in spec.denied_fields:
+                raise DeniedFieldError(spec.name, p, "field is denied: raw media never reaches the logs")
+            _scan(spec, v, p, depth + 1, max_depth)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _scan(spec, v, f"{path}[{i}]", depth + 1, max_depth)
+    elif isinstance(obj, str) and spec.denied_prefixes and obj.startswith(spec.denied_prefixes):
+        raise DeniedFieldError(spec.name, path, f"value starts with a denied prefix ({obj[:11]!r}...)")
+
+
+def _needs_scan(spec: TypeSpec, raw: bytes) -> bool:
+    # Cheap byte test first: most records contain no denied name or prefix
+    # and are shallow, so the Python walk is skipped on the hot path.
+    if raw.count(b"{") + raw.count(b"[") > 24:
+        return True
+    if any(f.encode() in raw for f in spec.denied_fields):
+        return True
+    return any(p.encode() in raw for p in spec.denied_prefixes)
+
+
+def _pick(spec: TypeSpec, obj: dict[str, Any], meta: Meta, name: str) -> Any:
+    inner, outer = obj.get(name), getattr(meta, name)
+    if inner is not None and outer is not None and inner != outer:
+        raise ValidationError(spec.name, name, f"record says {inner!r} but metadata says {outer!r}")
+    return inner if inner is not None else outer
+
+
+def _pydantic_error(spec: TypeSpec, e: pydantic.ValidationError) -> ValidationError:
+    errs = e.errors(include_url=False)
+    first = errs[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "$"
+    more = f" (+{len(errs) - 1} more errors)" if len(errs) > 1 else ""
+    return ValidationError(spec.name, loc, f"{first['msg']}{more}")
+
+
+def validate(spec: TypeSpec, raw: bytes, meta: Meta, max_depth: int = 32) -> Accepted:
+    """Validate one record against its type and declared version.
+
+    Args:
+        spec: the registered type.
+        raw: the record as JSON bytes (an object).
+        meta: metadata passed beside it.
+        max_depth: deepest nesting accepted.
+
+    Raises:
+        ValidationError: or a subclass, naming the field path and the reason.
+    """
+    if len(raw) > spec.config.max_record_bytes:
+        raise RecordTooLarge(spec.name, len(raw), spec.config.max_record_bytes)
+    obj = _decode(spec, raw)
+    if _needs_scan(spec, raw):
+        _scan(spec, obj, "", 0, max_depth)
+    version = _pick(spec, obj, meta, "schema_version")
+    if not isinstance(version, str):
+        raise ValidationError(spec.name, "schema_version", "missing: give it in the record or as metadata")
+    record_id = _pick(spec, obj, meta, "record_id")
+    if record_id is None:
+        raise ValidationError(spec.name, "record_id", "missing: give it in the record or as metadata")
+    user_id = _pick(spec, obj, meta, "user_id")
+    session_id = _pick(spec, obj, meta, "session_id")
+    source = _pick(spec, obj, meta, "source")
+    model = spec.model_for(version)
+    candidate = obj
+    if obj.get("record_id") is None or obj.get("schema_version") is None:
+        candidate = {**obj, "record_id": record_id, "schema_version": version}
+        if user_id is not None:
+            candidate["user_id"] = user_id
+        if session_id is not None:
+            candidate["session_id"] = session_id
+    try:
+        model.model_validate(candidate)
+    except pydantic.ValidationError as e:
+        raise _pydantic_error(spec, e) from e
+    if user_id is None:
+        raise ValidationError(spec.name, "user_id", "missing: give it in the record or as metadata")
+    check_identifier(spec.name, "user_id", user_id)
+    if session_id is not None:
+        check_identifier(spec.name, "session_id", session_id)
+    values = {"schema_type": spec.name, "user_id": user_id, "session_id": session_id or MISSING}
+    if "source" in spec.template.fields:
+        values["source"] = check_identifier(spec.name, "source", source) if source else MISSING
+    fields = {
+        "schema_type": spec.name,
+        "schema_version": version,
+        "record_id": record_id,
+        "timestamp": obj.get("timestamp"),
+        "user_id": user_id,
+        "session_id": session_id,
+        "source": source,
+        "action_id": meta.action_id,
+        "tags": meta.tags,
+    }
+    return Accepted(spec, fields, safe_json(obj), values)
+
+
+def quarantine_copy(spec: TypeSpec | None, raw: bytes, limit: int) -> tuple[str | None, int, str]:
+    """A bounded copy of rejected input with denied values replaced by their size and hash.
+
+    Returns (excerpt or None, size, sha256). Input that cannot be parsed but
+    mentions a denied name or prefix keeps no bytes at all.
+    """
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    denied = spec.denied_fields if spec else frozenset()
+    prefixes = spec.denied_prefixes if spec else ()
+    try:
+        obj = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        if any(f.encode() in raw for f in denied) or any(p.encode() in raw for p in prefixes) or b"data:" in raw:
+            return None, len(raw), digest
+        return raw[:limit].decode("utf-8", "replace"), len(raw), digest
+
+    def redact(o: Any, depth: int = 0) -> Any:
+        if depth > 64:
+            return "<too deep>"
+        if isinstance(o, dict):
+            return {k: (_stub(v) if k in denied else redact(v, depth + 1)) for k, v in o.items()}
+        if isinstance(o, list):
+            return [redact(v, depth + 1) for v in o]
+        if isinstance(o, str) and (o.startswith(prefixes) or o.startswith("data:")):
+            return _stub(o)
+        return o
+
+    text = safe_json(redact(obj)).decode()
+    return text[:limit], len(raw), digest
+
+
+def _stub(value: Any) -> dict[str, Any]:
+    data = safe_json(value)
+    return {"redacted": True, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

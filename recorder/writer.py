@@ -1,0 +1,152 @@
+"""The writer of one schema type: owns that type's files, appends batches in order."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import _durable
+from ._env import iso_ns
+from .exceptions import DurabilityError, StorageFull
+from .journal import Journal, Recovery
+from .registry import TypeSpec
+from .validation import Accepted, safe_json
+
+__all__ = ["Entry", "TypeWriter"]
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(slots=True)
+class Entry:
+    """One accepted record with the numbers the recorder gave it."""
+
+    accepted: Accepted
+    seq: int
+    received_ns: int
+    producer: str
+    pseq: int
+
+
+def body(e: Entry) -> bytes:
+    """The envelope of ``e`` as an open JSON object, ready for the journal to chain."""
+    head = {"seq": e.seq, "received": iso_ns(e.received_ns), **e.accepted.fields,
+            "producer": e.producer, "pseq": e.pseq}
+    return b"".join((safe_json(head)[:-1], b',"record":', e.accepted.record))
+
+
+class TypeWriter:
+    """Appends entries of one schema type to the files its template names.
+
+    Not thread-safe by design: one writer per type, driven by one thread, so
+    the append order is the order of ``write`` calls.
+    """
+
+    def __init__(self, spec: TypeSpec, root_fd: int, header: dict[str, Any],
+                 max_open: int, on_event: EventSink) -> None:
+        self.spec = spec
+        self.root_fd = root_fd
+        self.header = header
+        self.max_open = max_open
+        self.on_event = on_event
+        self.open: OrderedDict[str, Journal] = OrderedDict()
+        self.recovered: dict[str, Recovery] = {}
+
+    def path_for(self, entry: Entry) -> str:
+        values: dict[str, Any] = dict(entry.accepted.path_values)
+        if self.spec.template.fields & {"date", "year", "month", "day", "hour"}:
+            from ._paths import date_fields
+
+            values.update(date_fields(entry.received_ns))
+        values.setdefault("segment", 0)
+        return self.spec.template.render(values)
+
+    def write(self, entries: list[Entry]) -> None:
+        """Append ``entries`` in order: one write and one fdatasync per file touched.
+
+        Raises:
+            StorageFull: the disk is full; nothing of the failed file's batch is kept.
+            DurabilityError: a write or sync failed; that batch is cut back.
+        """
+        groups: dict[str, list[bytes]] = {}
+        last: dict[str, int] = {}
+        for e in entries:
+            rel = self.path_for(e)
+            groups.setdefault(rel, []).append(body(e))
+            last[rel] = e.seq
+        for rel, bodies in groups.items():
+            j = self.journal(rel)
+            try:
+                j.append(bodies)
+            except (StorageFull, DurabilityError):
+                self._cut_back(rel, j)
+                raise
+            j.last_seq = last[rel]
+
+    def journal(self, rel: str) -> Journal:
+        """The open journal of ``rel``, opening (and recovering) it if needed."""
+        j = self.open.get(rel)
+        if j is not None:
+            self.open.move_to_end(rel)
+            return j
+        while len(self.open) >= self.max_open:
+            _, old = self.open.popitem(last=False)
+            self._close(old)
+        *dirs, name = rel.split("/")
+        dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
+        j = self._open_journal(dir_fd, name, rel)
+        self.open[rel] = j
+        return j
+
+    def _open_journal(self, dir_fd: int, name: str, rel: str) -> Journal:
+        j = Journal(dir_fd, name, rel, hashing=self.spec.hashing, fsync=self.spec.fsync)
+        header = {**self.header, "schema_type": self.spec.name, "path": rel,
+                  "hash": self.spec.config.hash, "created": iso_ns(time.time_ns())}
+        rec = j.open(header)
+        if rec.damaged is not None:
+            _durable.close(j.fd)
+            aside = f"{name}.damaged-{time.time_ns()}"
+            _durable.rename(dir_fd, name, aside, rel, read_only=True)
+            self.on_event("file_set_aside", {"path": rel, "moved_to": aside, "offset": rec.damaged.offset,
+                                             "reason": rec.damaged.reason})
+            j = Journal(dir_fd, name, rel, hashing=self.spec.hashing, fsync=self.spec.fsync)
+            rec2 = j.open({**header, "follows_damaged": aside})
+            rec = Recovery(damaged=rec.damaged, tail=rec2.tail)
+        if rec.cut_offset >= 0:
+            self.on_event("torn_tail_cut", {"path": rel, "offset": rec.cut_offset,
+                                            "bytes": len(rec.cut_bytes), "data": rec.cut_bytes})
+        self.recovered[rel] = rec
+        return j
+
+    def _cut_back(self, rel: str, j: Journal) -> None:
+        # What was written since the last good fdatasync is unknown (and on EIO
+        # the page cache may lie), so cut it off through a new descriptor and
+        # reopen; the failed batch was never acknowledged.
+        self.open.pop(rel, None)
+        _durable.close(j.fd)
+        fd = os.open(j.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=j.dir_fd)
+        try:
+            _durable.truncate(fd, j.synced_size, rel)
+        finally:
+            _durable.close(fd)
+        _durable.close(j.dir_fd)
+
+    def _close(self, j: Journal) -> None:
+        try:
+            j.close()
+        finally:
+            _durable.close(j.dir_fd)
+
+    def close(self) -> None:
+        """Close every file, leaving a head checkpoint beside each."""
+        while self.open:
+            _, j = self.open.popitem()
+            self._close(j)
+
+    def heads(self) -> dict[str, tuple[int, str]]:
+        """(size, head hash) of each open file: the anchors an acknowledgement vouches for."""
+        return {rel: (j.size, j.head) for rel, j in self.open.items()}
