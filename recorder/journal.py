@@ -167,6 +167,9 @@ class Journal:
             assert head_obj is not None
             self.head = str(head_obj.get("h", GENESIS))
             self.last_seq = int(head_obj.get("seq", 0))
+            for i in range(first, commit_at):  # whole lines before the head, for de-duplication
+                if parsed[i] is None:
+                    parsed[i] = check_line(lines[i], self.hashing)[0]
             rec.tail = [o for o in parsed[first : commit_at + 1] if o is not None]
         if good_end < size:
             rec.cut_offset = good_end

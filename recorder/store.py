@@ -7,7 +7,6 @@ used directly it is a library for single-process producers and for tests.
 from __future__ import annotations
 
 import fcntl
-import math
 import os
 import threading
 import time
@@ -15,7 +14,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from pydantic import BaseModel
 
 from . import _durable
@@ -24,7 +22,7 @@ from .config import Config, load_config
 from .exceptions import RecorderError, StorageFull, ValidationError
 from .journal import Journal
 from .registry import Registry, TypeSpec
-from .validation import Accepted, Meta, quarantine_copy, safe_json, validate
+from .validation import Accepted, Meta, encode_record, quarantine_copy, safe_json, validate
 from .writer import Entry, TypeWriter
 
 __all__ = ["Store", "INTERNAL_DIR"]
@@ -142,9 +140,17 @@ class Store:
         self._audit.open({**header, "schema_type": "recorder_audit"})
         self._audit_lock = threading.Lock()
         self.writers = {
-            name: TypeWriter(spec, self.root_fd, header, settings.max_open_files, self.event)
+            name: TypeWriter(spec, self.root_fd, header, settings.max_open_files, self.event, state_fd)
             for name, spec in self.registry.specs.items()
         }
+        self._state_fd = state_fd
+        #: producer id -> sequence numbers found in the tails of active files
+        self.on_disk: dict[str, set[int]] = {}
+        for w in self.writers.values():
+            for line in w.reopen_active():
+                producer, pseq = line.get("producer"), line.get("pseq")
+                if isinstance(producer, str) and isinstance(pseq, int):
+                    self.on_disk.setdefault(producer, set()).add(pseq)
         self.event("recorder_start", {"data_root": self.root, "config": self.config.source,
                                       "config_digest": self.config.digest})
 
@@ -246,6 +252,7 @@ class Store:
         except StorageFull:
             raise
         finally:
+            _durable.close(self._state_fd)
             _durable.close(self._lock_fd)
             _durable.close(self.internal_fd)
             _durable.close(self.root_fd)
@@ -256,39 +263,3 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _check_finite(obj: Any, path: str, stype: str) -> None:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        raise ValidationError(stype, path or "$", "NaN and Infinity are not JSON numbers")
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_finite(v, f"{path}.{k}" if path else str(k), stype)
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _check_finite(v, f"{path}[{i}]", stype)
-
-
-def encode_record(record: BaseModel | dict[str, Any] | bytes, schema_type: str = "?") -> bytes:
-    """JSON bytes of a record as the producer means it (models in JSON mode).
-
-    Encoders turn NaN into null silently; a null in the output triggers the
-    slow check, so such a record is refused instead of changed.
-
-    Raises:
-        ValidationError: the record cannot be represented as JSON.
-    """
-    if isinstance(record, bytes):
-        return record
-    try:
-        if isinstance(record, BaseModel):
-            data = record.model_dump_json(by_alias=True).encode()
-            if b"null" in data:
-                _check_finite(record.model_dump(), "", schema_type)
-            return data
-        data = safe_json(record)
-    except (TypeError, UnicodeEncodeError, msgspec.EncodeError) as e:
-        raise ValidationError(schema_type, "$", f"cannot encode as JSON: {e}") from e
-    if b"null" in data:
-        _check_finite(record, "", schema_type)
-    return data

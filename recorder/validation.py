@@ -9,18 +9,20 @@ validation, safe identifiers. The record is stored as the producer sent it
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import pydantic
+from pydantic import BaseModel
 
 from ._paths import MISSING, check_identifier
 from .exceptions import DeniedFieldError, RecordTooLarge, ValidationError
 from .registry import TypeSpec
 
-__all__ = ["Accepted", "Meta", "validate", "safe_json", "quarantine_copy"]
+__all__ = ["Accepted", "Meta", "encode_record", "validate", "safe_json", "quarantine_copy"]
 
 # Characters some line splitters treat as line ends; JSON allows them raw
 # inside strings, so they are escaped on the way to disk.
@@ -214,3 +216,39 @@ def quarantine_copy(spec: TypeSpec | None, raw: bytes, limit: int) -> tuple[str 
 def _stub(value: Any) -> dict[str, Any]:
     data = safe_json(value)
     return {"redacted": True, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _check_finite(obj: Any, path: str, stype: str) -> None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ValidationError(stype, path or "$", "NaN and Infinity are not JSON numbers")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, f"{path}.{k}" if path else str(k), stype)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_finite(v, f"{path}[{i}]", stype)
+
+
+def encode_record(record: BaseModel | dict[str, Any] | bytes, schema_type: str = "?") -> bytes:
+    """JSON bytes of a record as the producer means it (models in JSON mode).
+
+    Encoders turn NaN into null silently; a null in the output triggers the
+    slow check, so such a record is refused instead of changed.
+
+    Raises:
+        ValidationError: the record cannot be represented as JSON.
+    """
+    if isinstance(record, bytes):
+        return record
+    try:
+        if isinstance(record, BaseModel):
+            data = record.model_dump_json(by_alias=True).encode()
+            if b"null" in data:
+                _check_finite(record.model_dump(), "", schema_type)
+            return data
+        data = safe_json(record)
+    except (TypeError, UnicodeEncodeError, msgspec.EncodeError) as e:
+        raise ValidationError(schema_type, "$", f"cannot encode as JSON: {e}") from e
+    if b"null" in data:
+        _check_finite(record, "", schema_type)
+    return data

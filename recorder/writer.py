@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+
+import msgspec
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,7 +49,7 @@ class TypeWriter:
     """
 
     def __init__(self, spec: TypeSpec, root_fd: int, header: dict[str, Any],
-                 max_open: int, on_event: EventSink) -> None:
+                 max_open: int, on_event: EventSink, state_fd: int) -> None:
         self.spec = spec
         self.root_fd = root_fd
         self.header = header
@@ -55,6 +57,30 @@ class TypeWriter:
         self.on_event = on_event
         self.open: OrderedDict[str, Journal] = OrderedDict()
         self.recovered: dict[str, Recovery] = {}
+        # Files that may hold a torn tail or unacknowledged lines after a
+        # crash: reopened (and so recovered) at start, kept in a state file.
+        self.state_fd = state_fd
+        self.state_name = f"active-{spec.name}.json"
+        try:
+            fd = os.open(self.state_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=state_fd)
+            try:
+                self.active: set[str] = set(msgspec.json.decode(_read_all(fd)))
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            self.active = set()
+
+    def _save_active(self) -> None:
+        _durable.write_new(self.state_fd, self.state_name, msgspec.json.encode(sorted(self.active)),
+                           self.state_name)
+
+    def reopen_active(self) -> list[dict[str, Any]]:
+        """Open every file active before the last stop; returns their last whole lines."""
+        tail: list[dict[str, Any]] = []
+        for rel in sorted(self.active)[-self.max_open:]:
+            self.journal(rel)
+            tail.extend(self.recovered[rel].tail)
+        return tail
 
     def path_for(self, entry: Entry) -> str:
         values: dict[str, Any] = dict(entry.accepted.path_values)
@@ -94,12 +120,16 @@ class TypeWriter:
             self.open.move_to_end(rel)
             return j
         while len(self.open) >= self.max_open:
-            _, old = self.open.popitem(last=False)
+            old_rel, old = self.open.popitem(last=False)
             self._close(old)
+            self.active.discard(old_rel)
         *dirs, name = rel.split("/")
         dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
         j = self._open_journal(dir_fd, name, rel)
         self.open[rel] = j
+        if rel not in self.active:
+            self.active.add(rel)
+            self._save_active()
         return j
 
     def _open_journal(self, dir_fd: int, name: str, rel: str) -> Journal:
@@ -150,3 +180,10 @@ class TypeWriter:
     def heads(self) -> dict[str, tuple[int, str]]:
         """(size, head hash) of each open file: the anchors an acknowledgement vouches for."""
         return {rel: (j.size, j.head) for rel, j in self.open.items()}
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)

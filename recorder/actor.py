@@ -1,0 +1,134 @@
+"""The writer actor: one thread per schema type, validating and group-committing.
+
+Double buffering without a timer: the router keeps filling the inbox (the
+front buffer) while the actor writes and fdatasyncs the batch it took (the
+back buffer); when that sync returns, the actor takes everything that
+arrived meanwhile as its next batch. An idle actor commits one record at
+once; under load batches grow by themselves.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .exceptions import DurabilityError, RecorderError, StorageFull, ValidationError
+from .protocol import Record
+from .store import Store
+from .validation import Meta
+from .writer import Entry
+
+__all__ = ["WriterActor", "Done", "Item"]
+
+#: (frame, recorder sequence number, receive time in ns)
+Item = tuple[Record, int, int]
+_STOP = None
+
+
+@dataclass(slots=True)
+class Done:
+    """What one committed batch did, reported back to the router."""
+
+    schema_type: str
+    durable: list[tuple[str, int]] = field(default_factory=list)  # (producer, pseq)
+    rejected: list[tuple[str, int, str, str, str]] = field(default_factory=list)
+    fatal: RecorderError | None = None
+
+
+class WriterActor(threading.Thread):
+    """Owns the TypeWriter of one schema type; fed through ``inbox``."""
+
+    def __init__(self, store: Store, schema_type: str, report: Callable[[Done], None],
+                 max_batch: int = 1024) -> None:
+        super().__init__(name=f"writer-{schema_type}", daemon=True)
+        self.store = store
+        self.schema_type = schema_type
+        self.writer = store.writers[schema_type]
+        self.report = report
+        self.max_batch = max_batch
+        self.inbox: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        # counters read by `recorder stats` (written only by this thread)
+        self.records = 0
+        self.bytes = 0
+        self.rejects = 0
+        self.batches = 0
+        self.batch_sizes: deque[int] = deque(maxlen=4096)
+        self.latencies_ns: deque[int] = deque(maxlen=16384)  # receive -> durable
+        self.full_since = 0.0
+
+    def stop(self) -> None:
+        """Ask the actor to finish what it has queued, then exit."""
+        self.inbox.put(_STOP)
+
+    def run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self.inbox.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self.inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            done = self._commit(batch)
+            self.report(done)
+            if done.fatal is not None:
+                return
+
+    def _commit(self, batch: list[Item]) -> Done:
+        done = Done(self.schema_type)
+        entries: list[Entry] = []
+        size = 0
+        for frame, seq, received in batch:
+            meta = Meta(schema_type=frame.schema_type, schema_version=frame.schema_version,
+                        record_id=frame.record_id, user_id=frame.user_id, session_id=frame.session_id,
+                        source=frame.source, action_id=frame.action_id, tags=frame.tags)
+            try:
+                acc = self.store.check(frame.record, meta)
+            except ValidationError as e:
+                self._reject(done, frame, e)
+                continue
+            entries.append(Entry(acc, seq, received, frame.producer, frame.pseq))
+            size += len(acc.record)
+        if not entries:
+            return done
+        try:
+            self.writer.write(entries)
+        except StorageFull as e:
+            # Refuse explicitly and keep going: the next batch tries again,
+            # so writing resumes by itself when space returns.
+            self.full_since = self.full_since or time.monotonic()
+            for en in entries:
+                done.rejected.append((en.producer, en.pseq, e.code, "$", str(e)))
+            self.rejects += len(entries)
+            return done
+        except DurabilityError as e:
+            done.fatal = e  # never retried on this descriptor: exit, recover from disk
+            return done
+        self.full_since = 0.0
+        now = time.time_ns()
+        done.durable = [(en.producer, en.pseq) for en in entries]
+        self.records += len(entries)
+        self.bytes += size
+        self.batches += 1
+        self.batch_sizes.append(len(entries))
+        self.latencies_ns.extend(now - en.received_ns for en in entries)
+        return done
+
+    def _reject(self, done: Done, frame: Record, e: ValidationError) -> None:
+        self.rejects += 1
+        done.rejected.append((frame.producer, frame.pseq, e.code, e.field, str(e)))
+        try:
+            self.store.reject(frame.schema_type, frame.record, e, frame.producer, frame.pseq, "wire")
+        except StorageFull:
+            pass  # counted as a rejection already; the disk has no room for the copy

@@ -1,0 +1,398 @@
+"""The recorder process: ingress -> writer actors, durable acknowledgements out.
+
+One thread runs the ZeroMQ sockets (sockets are not thread-safe) and the
+per-producer bookkeeping: de-duplication, gap detection and the durable
+watermark. Writer actors report finished batches through a queue plus an
+inproc wake-up socket. Run as ``python -m recorder.router``; it prints one
+``READY {json}`` line on stdout when it accepts records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import queue
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import psutil
+import zmq
+
+from . import protocol as P
+from ._run import Endpoints, endpoints, lock_endpoints
+from .actor import Done, WriterActor
+from .config import load_config
+from .exceptions import RecorderError, UnknownSchemaError, ValidationError
+from .store import Store
+
+__all__ = ["Router", "main"]
+
+PRODUCER_TTL_S = 3600.0  # idle producers with nothing pending are forgotten after this
+
+
+@dataclass
+class _Producer:
+    """What the recorder knows of one producer (by producer id)."""
+
+    watermark: int  # highest contiguous pseq that is durable or rejected
+    next: int  # next pseq to dispatch; lower ones are duplicates
+    done: set[int] = field(default_factory=set)  # finished pseqs above the watermark
+    on_disk: set[int] = field(default_factory=set)  # found on disk at start, not yet re-sent
+    rejections: list[tuple[int, str, str, str]] = field(default_factory=list)
+    last_seen: float = 0.0
+    nacked: int = -1  # the 'expected' value last sent in a Nack, to send it once
+
+
+def _percentiles(samples: list[int], ps: tuple[float, ...] = (50, 99, 99.9)) -> dict[str, float]:
+    if not samples:
+        return {}
+    s = sorted(samples)
+    return {f"p{p:g}": s[min(len(s) - 1, int(len(s) * p / 100))] / 1e6 for p in ps} | {"max": s[-1] / 1e6}
+
+
+class Router:
+    """Receives frames, routes records to actors, sends acknowledgements."""
+
+    def __init__(self, store: Store, ep: Endpoints, restarts: int = 0) -> None:
+        self.store = store
+        self.ep = ep
+        self.restarts = restarts
+        self.epoch = time.time_ns()
+        self.started = time.monotonic()
+        self.max_msg = store.config.recorder.max_message_bytes
+        self.producers: dict[str, _Producer] = {}
+        self.stopping = False
+        self.ctx = zmq.Context()
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, self.max_msg + 4096)  # last guard; clients check first
+        self.pull.setsockopt(zmq.RCVHWM, 100_000)
+        self.ctl = self.ctx.socket(zmq.ROUTER)
+        self.ctl.setsockopt(zmq.LINGER, 500)
+        self.ctl.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.ctl.setsockopt(zmq.MAXMSGSIZE, 65536)
+        self.wake = self.ctx.socket(zmq.PULL)
+        self.wake.bind("inproc://wake")
+        self.done_q: queue.SimpleQueue[Done] = queue.SimpleQueue()
+        self.counters = {"received": 0, "duplicates": 0, "gaps": 0, "unknown_producer": 0,
+                         "bad_frames": 0, "acks_sent": 0, "acks_undeliverable": 0}
+        self.actors = {name: WriterActor(store, name, self._report) for name in store.writers}
+        self._wake_push = {}  # one inproc socket per actor thread, created lazily in that thread
+        self.proc = psutil.Process()
+
+    # -- actor side ------------------------------------------------------
+    def _report(self, done: Done) -> None:
+        """Called in an actor thread: queue the result and wake the router."""
+        self.done_q.put(done)
+        import threading
+
+        ident = threading.get_ident()
+        sock = self._wake_push.get(ident)
+        if sock is None:
+            sock = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect("inproc://wake")
+            self._wake_push[ident] = sock
+        try:
+            sock.send(b"", zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the router is already awake with messages queued
+
+    # -- lifecycle -------------------------------------------------------
+    def bind(self) -> None:
+        """Bind sockets and start the actors; after this the recorder accepts records."""
+        for ep, sock in ((self.ep.ingress, self.pull), (self.ep.control, self.ctl)):
+            if ep.startswith("ipc://") and os.path.exists(ep[6:]):
+                os.unlink(ep[6:])  # a stale socket of a dead recorder; the endpoint lock is ours
+            sock.bind(ep)
+        for a in self.actors.values():
+            a.start()
+
+    def serve(self) -> int:
+        """Run until SIGTERM/SIGINT (then drain and return 0) or a fatal error (return 3)."""
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        poller.register(self.ctl, zmq.POLLIN)
+        poller.register(self.wake, zmq.POLLIN)
+        last_housekeeping = time.monotonic()
+        while not self.stopping:
+            events = dict(poller.poll(100))
+            if self.pull in events:
+                self._drain_ingress(1024)
+            if self.ctl in events:
+                self._drain_control()
+            if self.wake in events or not self.done_q.empty():
+                if self._drain_done():
+                    return 3
+            now = time.monotonic()
+            if now - last_housekeeping > 5:
+                last_housekeeping = now
+                self._expire(now)
+        return self._stop()
+
+    def _stop(self) -> int:
+        # Graceful stop: take what already arrived, let every actor write and
+        # sync it, acknowledge, then close files with their checkpoints.
+        self._drain_ingress(1_000_000)
+        for a in self.actors.values():
+            a.stop()
+        for a in self.actors.values():
+            a.join(timeout=30)
+        fatal = self._drain_done()
+        self._drain_control()
+        self.store.close()
+        self.close_sockets()
+        return 3 if fatal else 0
+
+    def close_sockets(self) -> None:
+        for s in list(self._wake_push.values()) + [self.pull, self.ctl, self.wake]:
+            s.close()
+        self.ctx.term()
+
+    # -- ingress ---------------------------------------------------------
+    def _drain_ingress(self, limit: int) -> None:
+        for _ in range(limit):
+            try:
+                data = self.pull.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            self._on_record(data)
+
+    def _on_record(self, data: bytes) -> None:
+        received = time.time_ns()
+        self.counters["received"] += 1
+        try:
+            r = P.decode_record(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self.counters["bad_frames"] += 1
+            err = ValidationError("?", "$", f"not a record frame: {e}")
+            self.store.reject("?", data[:4096], err, "?", 0, "wire")
+            return
+        st = self.producers.get(r.producer)
+        if st is None:
+            if r.pseq != 1:  # restarted recorder, or a frame overtook the Hello
+                self.counters["unknown_producer"] += 1
+                self._send(r.producer, P.Nack(self.epoch, 0))
+                return
+            st = self._new_producer(r.producer, 0)
+        st.last_seen = time.monotonic()
+        if r.pseq < st.next:
+            self.counters["duplicates"] += 1
+            if r.pseq <= st.watermark:
+                self._ack(r.producer, st)
+            return
+        if r.pseq > st.next:
+            self.counters["gaps"] += 1
+            if st.nacked != st.next:
+                st.nacked = st.next
+                self._send(r.producer, P.Nack(self.epoch, st.next))
+            return
+        st.next += 1
+        if r.pseq in st.on_disk:  # durable before a crash; its ack was lost
+            st.on_disk.discard(r.pseq)
+            self.counters["duplicates"] += 1
+            self._finish(r.producer, st, r.pseq, None)
+            self._ack(r.producer, st)
+            return
+        actor = self.actors.get(r.schema_type)
+        if actor is None or len(r.record) > self.max_msg:
+            err: ValidationError = UnknownSchemaError(r.schema_type[:64], "schema_type", "not registered")
+            if actor is None:
+                self.store.reject(r.schema_type, r.record, err, r.producer, r.pseq, "wire")
+            else:
+                err = ValidationError(r.schema_type, "$", f"frame larger than {self.max_msg} bytes")
+            self._finish(r.producer, st, r.pseq, (err.code, err.field, str(err)))
+            self._ack(r.producer, st)
+            return
+        actor.inbox.put((r, self.store.seq.take(), received))
+
+    def _new_producer(self, producer: str, acked: int) -> _Producer:
+        found = {p for p in self.store.on_disk.pop(producer, set()) if p > acked}
+        st = _Producer(watermark=acked, next=acked + 1, on_disk=found, last_seen=time.monotonic())
+        self.producers[producer] = st
+        return st
+
+    # -- completions and acks -------------------------------------------
+    def _drain_done(self) -> bool:
+        touched: set[str] = set()
+        fatal = False
+        while True:
+            try:
+                done = self.done_q.get_nowait()
+            except queue.Empty:
+                break
+            if done.fatal is not None:
+                print(f"recorder: fatal: {done.fatal}", file=sys.stderr, flush=True)
+                fatal = True
+            for producer, pseq in done.durable:
+                st = self.producers.get(producer)
+                if st is not None:
+                    self._finish(producer, st, pseq, None)
+                    touched.add(producer)
+            for producer, pseq, code, fld, reason in done.rejected:
+                st = self.producers.get(producer)
+                if st is not None:
+                    self._finish(producer, st, pseq, (code, fld, reason))
+                    touched.add(producer)
+        try:
+            while True:
+                self.wake.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        for producer in touched:
+            self._ack(producer, self.producers[producer])
+        return fatal
+
+    def _finish(self, producer: str, st: _Producer, pseq: int, rejection: tuple[str, str, str] | None) -> None:
+        if rejection is not None:
+            st.rejections.append((pseq, *rejection))
+        st.done.add(pseq)
+        while st.watermark + 1 in st.done:
+            st.watermark += 1
+            st.done.discard(st.watermark)
+
+    def _ack(self, producer: str, st: _Producer) -> None:
+        if self._send(producer, P.Ack(self.epoch, st.watermark, st.rejections)):
+            st.rejections = []
+
+    def _send(self, producer: str, frame: Any) -> bool:
+        try:
+            self.ctl.send_multipart([producer.encode(), P.encode(frame)], zmq.NOBLOCK)
+            self.counters["acks_sent"] += 1
+            return True
+        except zmq.ZMQError:  # not connected (EHOSTUNREACH) or its queue is full
+            self.counters["acks_undeliverable"] += 1
+            return False
+
+    # -- control ---------------------------------------------------------
+    def _drain_control(self) -> None:
+        while True:
+            try:
+                ident, data = self.ctl.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue  # wrong number of frames: ignore
+            try:
+                msg = P.decode_control(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self.counters["bad_frames"] += 1
+                continue
+            self._on_control(ident, msg)
+
+    def _on_control(self, ident: bytes, msg: Any) -> None:
+        if isinstance(msg, P.StatsRequest):
+            body = msgspec.json.encode(self.stats())
+            try:
+                self.ctl.send_multipart([ident, P.encode(P.StatsReply(body))], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            return
+        if isinstance(msg, P.Hello):
+            st = self.producers.get(msg.producer) or self._new_producer(msg.producer, msg.acked)
+            st.last_seen = time.monotonic()
+            st.nacked = -1
+            self._send(msg.producer, P.Welcome(self.epoch, st.watermark, st.next))
+            if st.rejections:
+                self._ack(msg.producer, st)
+        elif isinstance(msg, P.Ping):
+            st2 = self.producers.get(msg.producer)
+            if st2 is None:
+                self._send(msg.producer, P.Welcome(self.epoch, 0, 0))
+            else:
+                st2.last_seen = time.monotonic()
+                self._ack(msg.producer, st2)
+
+    def _expire(self, now: float) -> None:
+        for producer in [p for p, st in self.producers.items()
+                         if now - st.last_seen > PRODUCER_TTL_S and not st.done and not st.rejections]:
+            del self.producers[producer]
+
+    # -- observability ---------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``recorder stats``."""
+        types = {}
+        for name, a in self.actors.items():
+            sizes = list(a.batch_sizes)
+            types[name] = {
+                "records": a.records, "bytes": a.bytes, "rejects": a.rejects, "batches": a.batches,
+                "batch_mean": round(sum(sizes) / len(sizes), 2) if sizes else 0,
+                "batch_max": max(sizes) if sizes else 0,
+                "queue_depth": a.inbox.qsize(),
+                "ack_latency_ms": _percentiles(list(a.latencies_ns)),
+                "storage_full": bool(a.full_since),
+            }
+        disk = psutil.disk_usage(self.store.root)
+        with self.proc.oneshot():
+            cpu = self.proc.cpu_times()
+            rss = self.proc.memory_info().rss
+        return {
+            "pid": os.getpid(), "epoch": self.epoch, "uptime_s": round(time.monotonic() - self.started, 3),
+            "restarts": self.restarts, "data_root": self.store.root,
+            "endpoints": {"ingress": self.ep.ingress, "control": self.ep.control},
+            "producers": len(self.producers), **self.counters,
+            "quarantined": self.store.quarantine.count, "quarantine_dropped": self.store.quarantine.dropped,
+            "cpu_s": round(cpu.user + cpu.system, 3), "rss_bytes": rss,
+            "disk": {"total": disk.total, "used": disk.used, "free": disk.free, "percent": disk.percent},
+            "types": types,
+        }
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: if the supervisor dies, so do we, and the lock is freed.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the recorder process."""
+    ap = argparse.ArgumentParser(prog="python -m recorder.router")
+    ap.add_argument("--config")
+    ap.add_argument("--data-root")
+    ap.add_argument("--restarts", type=int, default=0)
+    ap.add_argument("--supervised", action="store_true", help="the supervisor holds the endpoint lock")
+    args = ap.parse_args(argv)
+    if args.supervised:
+        _die_with_parent()
+        if os.getppid() == 1:
+            return 1
+    stop = {"flag": False}
+    router: Router | None = None
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["flag"] = True
+        if router is not None:
+            router.stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        config = load_config(args.config)
+        root = args.data_root or config.recorder.data_root
+        ep = endpoints(config, root)
+        if not args.supervised:
+            lock_endpoints(ep)
+        store = Store(config, data_root=root)
+    except RecorderError as e:
+        print(f"recorder: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    router = Router(store, ep, args.restarts)
+    router.stopping = stop["flag"]
+    router.bind()
+    store.event("recorder_ready", {"pid": os.getpid(), "epoch": router.epoch, "restarts": args.restarts})
+    ready = {"pid": os.getpid(), "epoch": router.epoch, "ingress": ep.ingress, "control": ep.control,
+             "data_root": store.root}
+    sys.stdout.write("READY " + msgspec.json.encode(ready).decode() + "\n")
+    sys.stdout.flush()
+    return router.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
