@@ -1,0 +1,32 @@
+"""Dispatch ``python -m benchmarks <case> [options]`` to the case modules listed in CASES."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: Case modules (``benchmarks/<name>.py``); each exposes ``add_parser(subparsers)``,
+#: which adds its subcommand and sets ``func`` (args -> exit code) as a default.
+CASES: list[str] = [
+    "append",
+]
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description="recorder benchmarks")
+    sub = ap.add_subparsers(dest="case", required=True, metavar="CASE")
+    for name in CASES:
+        importlib.import_module(f"benchmarks.{name}").add_parser(sub)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the chosen case."""
+    args = _parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
