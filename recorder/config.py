@@ -94,6 +94,15 @@ _RECORDER_POSITIVE = (
 )
 
 
+def _blame_defaults(err: ConfigError, prefix: str, table: dict[str, Any], defaults: dict[str, Any]) -> ConfigError:
+    """Name ``defaults.KEY`` when the faulty key of a type came from ``[defaults]``."""
+    rest = err.key[len(prefix) + 1 :] if err.key.startswith(prefix + ".") else ""
+    top = re.split(r"[.\[]", rest, maxsplit=1)[0]
+    if top and top in defaults and top not in table:
+        return ConfigError(err.path, f"defaults.{rest}", err.reason)
+    return err
+
+
 def parse_config(text: str, source: str) -> Config:
     """Parse config text; ``source`` names it in errors.
 
@@ -122,10 +131,17 @@ def parse_config(text: str, source: str) -> Config:
         if not isinstance(table, dict):
             raise ConfigError(source, f"types.{name}", "must be a table")
         merged = {**defaults, **table}
-        tc = _convert(merged, TypeConfig, source, f"types.{name}")
-        for key in _POSITIVE:
-            if getattr(tc, key) <= 0:
-                raise ConfigError(source, f"types.{name}.{key}", "must be a positive integer")
+        prefix = f"types.{name}"
+        try:
+            tc = _convert(merged, TypeConfig, source, prefix)
+            for key in _POSITIVE:
+                if getattr(tc, key) <= 0:
+                    raise ConfigError(source, f"{prefix}.{key}", "must be a positive integer")
+        except ConfigError as e:
+            blamed = _blame_defaults(e, prefix, table, defaults)
+            if blamed is e:
+                raise
+            raise blamed from e
         types[name] = tc
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     return Config(source=source, digest=digest, recorder=settings, types=types)
