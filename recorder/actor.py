@@ -109,7 +109,7 @@ class WriterActor(threading.Thread):
             # so writing resumes by itself when space returns.
             self.full_since = self.full_since or time.monotonic()
             for en in entries:
-                done.rejected.append((en.producer, en.pseq, e.code, "$", str(e)))
+                done.rejected.append((en.producer, en.pseq, e.code, "$", e.reason))
             self.rejects += len(entries)
             return done
         except DurabilityError as e:
@@ -127,7 +127,7 @@ class WriterActor(threading.Thread):
 
     def _reject(self, done: Done, frame: Record, e: ValidationError) -> None:
         self.rejects += 1
-        done.rejected.append((frame.producer, frame.pseq, e.code, e.field, str(e)))
+        done.rejected.append((frame.producer, frame.pseq, e.code, e.field, e.reason))
         try:
             self.store.reject(frame.schema_type, frame.record, e, frame.producer, frame.pseq, "wire")
         except StorageFull:

@@ -29,6 +29,56 @@ def _cmd_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .supervisor import Supervisor
+
+    return Supervisor(args.config, args.data_root).run()
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    import zmq
+
+    from . import protocol as P
+    from ._run import endpoints
+    from .config import load_config
+    from .exceptions import RecorderUnavailable
+
+    cfg = load_config(args.config)
+    ep = endpoints(cfg, args.data_root or cfg.recorder.data_root)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(ep.control)
+        sock.send(P.encode(P.StatsRequest()))
+        if not sock.poll(int(args.timeout * 1000)):
+            raise RecorderUnavailable(f"no answer from {ep.control} within {args.timeout} s")
+        reply = P.decode_control(sock.recv())
+    finally:
+        sock.close()
+        ctx.term()
+    assert isinstance(reply, P.StatsReply)
+    stats = msgspec.json.decode(reply.body)
+    if args.json:
+        print(msgspec.json.format(reply.body, indent=2).decode())
+        return 0
+    print(f"recorder pid {stats['pid']}  up {stats['uptime_s']:.0f} s  restarts {stats['restarts']}  "
+          f"producers {stats['producers']}  cpu {stats['cpu_s']:.1f} s  rss {stats['rss_bytes'] / 2**20:.0f} MiB")
+    d = stats["disk"]
+    print(f"data root {stats['data_root']}  disk {d['used'] / 2**30:.1f}/{d['total'] / 2**30:.1f} GiB "
+          f"({d['percent']}%)  quarantined {stats['quarantined']} (dropped {stats['quarantine_dropped']})")
+    print(f"received {stats['received']}  duplicates {stats['duplicates']}  gaps {stats['gaps']}  "
+          f"bad frames {stats['bad_frames']}")
+    print(f"{'type':<16}{'records':>9}{'bytes':>12}{'rejects':>9}{'batches':>9}{'mean':>7}{'max':>6}"
+          f"{'queue':>7}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}")
+    for name, t in stats["types"].items():
+        lat = t["ack_latency_ms"]
+        print(f"{name:<16}{t['records']:>9}{t['bytes']:>12}{t['rejects']:>9}{t['batches']:>9}"
+              f"{t['batch_mean']:>7}{t['batch_max']:>6}{t['queue_depth']:>7}"
+              f"{lat.get('p50', 0):>8.2f}{lat.get('p99', 0):>8.2f}{lat.get('max', 0):>8.2f}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -52,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="record timestamp >= this ISO-8601 UTC time")
     p.add_argument("--until", help="record timestamp < this ISO-8601 UTC time")
     p.set_defaults(func=_cmd_read)
+
+    p = sub.add_parser("run", help="run a supervised recorder (restarts it on crash)")
+    p.add_argument("--config", help="registry TOML (default: the packaged example)")
+    p.add_argument("--data-root", help="overrides recorder.data_root")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("stats", help="counters of a running recorder")
+    p.add_argument("--config", help="registry TOML (default: the packaged example)")
+    p.add_argument("--data-root", help="overrides recorder.data_root")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=3.0)
+    p.set_defaults(func=_cmd_stats)
 
     p = sub.add_parser("demo", help="record the example schemas from several producers, then verify")
     p.add_argument("--dir", help="data root to record into (default: a new temporary directory)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
@@ -33,6 +33,10 @@ def _import_model(ref: str, source: str, key: str) -> type[BaseModel]:
     return obj
 
 
+def _needles(words: list[str]) -> tuple[bytes, ...]:
+    return tuple(w.encode() for w in words)
+
+
 @dataclass(frozen=True)
 class TypeSpec:
     """Everything the writer needs to know about one schema type."""
@@ -44,6 +48,10 @@ class TypeSpec:
     models: tuple[tuple[tuple[int, ...], type[BaseModel]], ...]  # longest prefix first
     denied_fields: frozenset[str]
     denied_prefixes: tuple[str, ...]
+    #: every denied name and prefix as bytes: the common case (none present)
+    #: costs a few fast substring scans of the record's bytes
+    needles: tuple[bytes, ...] = ()
+    _by_version: dict[str, type[BaseModel]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def hashing(self) -> bool:
@@ -60,6 +68,9 @@ class TypeSpec:
             UnknownSchemaError: an unknown MAJOR version.
             ValidationError: a malformed or not-accepted version.
         """
+        cached = self._by_version.get(version)
+        if cached is not None:
+            return cached
         try:
             v = parse_version(version)
         except ValueError as e:
@@ -75,6 +86,8 @@ class TypeSpec:
             raise ValidationError(self.name, "schema_version", f"version {version} not accepted; accepted: {accepted}")
         for prefix, model in self.models:
             if v[: len(prefix)] == prefix:
+                if len(self._by_version) < 1024:
+                    self._by_version[version] = model
                 return model
         raise UnknownSchemaError(self.name, "schema_version", f"no model registered for {version}")
 
@@ -130,6 +143,7 @@ class Registry:
                 models=tuple(models),
                 denied_fields=frozenset(tc.denied_fields),
                 denied_prefixes=tuple(tc.denied_prefixes),
+                needles=_needles([*tc.denied_fields, *tc.denied_prefixes]),
             )
         names = sorted(specs)
         for i, a in enumerate(names):

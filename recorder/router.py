@@ -206,7 +206,7 @@ class Router:
                 self.store.reject(r.schema_type, r.record, err, r.producer, r.pseq, "wire")
             else:
                 err = ValidationError(r.schema_type, "$", f"frame larger than {self.max_msg} bytes")
-            self._finish(r.producer, st, r.pseq, (err.code, err.field, str(err)))
+            self._finish(r.producer, st, r.pseq, (err.code, err.field, err.reason))
             self._ack(r.producer, st)
             return
         actor.inbox.put((r, self.store.seq.take(), received))

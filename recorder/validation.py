@@ -102,9 +102,7 @@ def _needs_scan(spec: TypeSpec, raw: bytes) -> bool:
     # and are shallow, so the Python walk is skipped on the hot path.
     if raw.count(b"{") + raw.count(b"[") > 24:
         return True
-    if any(f.encode() in raw for f in spec.denied_fields):
-        return True
-    return any(p.encode() in raw for p in spec.denied_prefixes)
+    return any(n in raw for n in spec.needles)
 
 
 def _pick(spec: TypeSpec, obj: dict[str, Any], meta: Meta, name: str) -> Any:

@@ -1,0 +1,356 @@
+"""The producer-side Client: ``record()`` never touches the disk.
+
+One Client per producer process. ``record()`` encodes the record, stamps it
+with this client's producer id and next sequence number, keeps it in a
+bounded buffer of unacknowledged records and pushes it. A background thread
+reads acknowledgements (the durable watermark), pings the recorder, and
+resends what is unacknowledged when the recorder restarts or reports a gap.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from typing import Any
+
+import msgspec
+import zmq
+from pydantic import BaseModel
+
+from . import protocol as P
+from ._run import endpoints
+from .config import load_config
+from .exceptions import RecorderUnavailable, RecordTooLarge, RejectedError, ValidationError
+from .validation import encode_record
+
+__all__ = ["Client"]
+
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for c in list(_clients):
+        c._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Client:
+    """Hands records to a recorder; one per producer process, safe across threads.
+
+    Args:
+        endpoint: the recorder's ingress endpoint; by default derived from
+            ``config`` and ``data_root`` exactly as the recorder derives it.
+        control: the recorder's control endpoint (acks); derived likewise.
+        config: registry TOML used for defaults and for naming model classes.
+        data_root: the recorder's data root (to derive default endpoints).
+        user_id, session_id, source: default metadata for every record.
+        max_pending: how many unacknowledged records are kept for resending.
+        block: when the buffer is full, block up to ``timeout`` (True) or
+            raise RecorderUnavailable at once (False).
+        timeout: seconds ``record()`` may block on a full buffer.
+        max_record_bytes: records larger than this are refused here, typed.
+    """
+
+    def __init__(self, endpoint: str | None = None, control: str | None = None, *,
+                 config: str | None = None, data_root: str | None = None,
+                 user_id: str | None = None, session_id: str | None = None, source: str | None = None,
+                 max_pending: int = 100_000, block: bool = True, timeout: float = 10.0,
+                 max_record_bytes: int | None = None) -> None:
+        cfg = load_config(config)
+        if endpoint is None or control is None:
+            ep = endpoints(cfg, data_root or cfg.recorder.data_root)
+            endpoint, control = endpoint or ep.ingress, control or ep.control
+        self.endpoint = endpoint
+        self.control_endpoint = control
+        self.defaults = {"user_id": user_id, "session_id": session_id, "source": source}
+        self.max_pending = max_pending
+        self.block = block
+        self.timeout = timeout
+        self.max_record_bytes = max_record_bytes or cfg.recorder.max_message_bytes
+        self._config = config
+        self._types: dict[type, str] | None = None
+        self._reset()
+        _clients.add(self)
+
+    def _reset(self) -> None:
+        # Also run in a child after fork: a new producer with an empty buffer,
+        # so the child's records are neither dropped as duplicates nor mixed
+        # with the parent's. The parent's sockets are abandoned, not closed.
+        self.producer = "p" + uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._next = 1
+        self._acked = 0
+        self._pending: deque[tuple[int, bytes, int]] = deque()  # (pseq, frame, record() time ns)
+        self._unsent_from = 0  # lowest pseq not yet handed to ZeroMQ (0: none)
+        self._rejections: dict[int, tuple[str, str, str]] = {}
+        self._epoch = 0
+        self._ctx: zmq.Context[Any] | None = None
+        self._push: zmq.Socket[Any] | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._last_hello = 0.0
+        self.latencies_ns: deque[int] = deque(maxlen=200_000)  # record() -> durable ack
+        self.counters = {"sent": 0, "acked": 0, "rejected": 0, "resent": 0, "blocked": 0}
+
+    # -- public API --------------------------------------------------------
+    def record(self, obj: BaseModel | dict[str, Any] | bytes, *, schema_type: str | None = None,
+               user_id: str | None = None, session_id: str | None = None, source: str | None = None,
+               action_id: str | None = None, tags: dict[str, str] | None = None,
+               schema_version: str | None = None, record_id: str | None = None,
+               wait: bool = False, timeout: float | None = None) -> int:
+        """Send one record; returns its receipt (the producer sequence number).
+
+        Returns at once (no disk I/O here) unless ``wait=True``, which also
+        waits until the record is durable or rejected.
+
+        Raises:
+            ValidationError: the record cannot be encoded or has no schema type.
+            RecordTooLarge: larger than ``max_record_bytes``.
+            RecorderUnavailable: the buffer is full and stayed full (or block=False).
+            RejectedError: with ``wait=True``, the recorder refused the record.
+        """
+        t0 = time.time_ns()
+        stype = schema_type or self._type_of(obj)
+        raw = encode_record(obj, stype)
+        if len(raw) > self.max_record_bytes:
+            raise RecordTooLarge(stype, len(raw), self.max_record_bytes)
+        d = self.defaults
+        with self._cond:
+            self._ensure_started()
+            if len(self._pending) >= self.max_pending:
+                self._wait_for_room()
+            pseq = self._next
+            self._next += 1
+            frame = P.encode(P.Record(
+                self.producer, pseq, stype, raw, schema_version, record_id,
+                user_id or d["user_id"], session_id or d["session_id"], source or d["source"],
+                action_id, tags))
+            self._pending.append((pseq, frame, t0))
+            self.counters["sent"] += 1
+            if not self._unsent_from:
+                self._push_frame(pseq, frame)
+        if wait:
+            self._wait_acked(pseq, self.timeout if timeout is None else timeout)
+            self._raise_rejections(pseq, pseq)
+        return pseq
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every record sent so far is durable or rejected.
+
+        Raises:
+            RecorderUnavailable: not all were acknowledged within ``timeout``.
+            RejectedError: some were refused (each with its reason).
+        """
+        with self._lock:
+            target = self._next - 1
+        self._wait_acked(target, self.timeout if timeout is None else timeout)
+        self._raise_rejections(0, target)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush (up to ``timeout``), then close the sockets.
+
+        Raises:
+            RecorderUnavailable: records were still unacknowledged (they may be lost).
+        """
+        try:
+            if self._thread is not None:
+                self._wait_acked(self._next - 1, timeout)
+        finally:
+            self._closing = True
+            if self._thread is not None:
+                self._thread.join(timeout=2)
+            with self._lock:
+                if self._push is not None:
+                    self._push.close(linger=0)
+                if self._ctx is not None:
+                    self._ctx.term()
+                self._push = self._ctx = self._thread = None
+            _clients.discard(self)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pending(self) -> int:
+        """Records sent but not yet acknowledged."""
+        return len(self._pending)
+
+    @property
+    def acked(self) -> int:
+        """The durable watermark: every record up to this receipt is durable or rejected."""
+        return self._acked
+
+    # -- internals ---------------------------------------------------------
+    def _type_of(self, obj: Any) -> str:
+        if isinstance(obj, BaseModel):
+            if self._types is None:
+                from .registry import Registry
+
+                reg = Registry.from_config(load_config(self._config))
+                self._types = {m: name for name, s in reg.specs.items() for _, m in s.models}
+            name = self._types.get(type(obj))
+            if name is not None:
+                return name
+        raise ValidationError(type(obj).__name__, "schema_type", "cannot infer the schema type: pass schema_type=")
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        self._ctx = zmq.Context()
+        push = self._ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a recorder that is not there
+        push.setsockopt(zmq.SNDHWM, 10_000)
+        push.setsockopt(zmq.RECONNECT_IVL, 50)
+        push.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        push.connect(self.endpoint)
+        self._push = push
+        self._thread = threading.Thread(target=self._io_loop, name="recorder-client", daemon=True)
+        self._thread.start()
+
+    def _push_frame(self, pseq: int, frame: bytes) -> bool:
+        assert self._push is not None
+        try:
+            self._push.send(frame, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self._unsent_from = pseq  # resent, in order, when the recorder is back
+            return False
+
+    def _resend(self, start: int) -> None:
+        """Push every pending record from ``start`` on again (lock held)."""
+        self._unsent_from = 0
+        for pseq, frame, _t in self._pending:
+            if pseq >= start:
+                self.counters["resent"] += 1
+                if not self._push_frame(pseq, frame):
+                    return
+
+    def _wait_for_room(self) -> None:
+        self.counters["blocked"] += 1
+        if not self.block:
+            raise RecorderUnavailable(f"{len(self._pending)} records unacknowledged (max_pending reached)")
+        deadline = time.monotonic() + self.timeout
+        while len(self._pending) >= self.max_pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RecorderUnavailable(
+                    f"recorder at {self.endpoint} did not acknowledge in {self.timeout} s "
+                    f"({len(self._pending)} records pending)")
+            self._cond.wait(left)
+
+    def _wait_acked(self, target: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._acked < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RecorderUnavailable(
+                        f"recorder at {self.endpoint} acknowledged up to #{self._acked}, "
+                        f"not #{target}, within {timeout} s")
+                self._cond.wait(min(left, 0.5))
+
+    def _raise_rejections(self, low: int, high: int) -> None:
+        with self._lock:
+            found = sorted(p for p in self._rejections if low <= p <= high)
+            if not found:
+                return
+            rej = [(p, *self._rejections.pop(p)) for p in found]
+        raise RejectedError(rej)
+
+    # -- the I/O thread ------------------------------------------------------
+    def _io_loop(self) -> None:
+        assert self._ctx is not None
+        dealer = self._ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.IDENTITY, self.producer.encode())
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.IMMEDIATE, 1)
+        dealer.setsockopt(zmq.RECONNECT_IVL, 50)
+        dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        dealer.connect(self.control_endpoint)
+        hello = P.encode(P.Hello(self.producer, 0, os.getpid(), socket.gethostname()))
+        ping = P.encode(P.Ping(self.producer))
+        self._send(dealer, hello)
+        last_ping = time.monotonic()
+        try:
+            while not self._closing:
+                if dealer.poll(20):
+                    while True:
+                        try:
+                            data = dealer.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._on_control(dealer, data)
+                now = time.monotonic()
+                if self._pending and now - last_ping > 0.2:
+                    last_ping = now
+                    self._send(dealer, ping)
+        finally:
+            dealer.close(linger=0)
+
+    def _send(self, dealer: zmq.Socket[Any], data: bytes) -> None:
+        try:
+            dealer.send(data, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # not connected yet: the next ping tries again
+
+    def _hello(self, dealer: zmq.Socket[Any]) -> None:
+        now = time.monotonic()
+        if now - self._last_hello > 0.05:
+            self._last_hello = now
+            self._send(dealer, P.encode(P.Hello(self.producer, self._acked, os.getpid(), socket.gethostname())))
+
+    def _on_control(self, dealer: zmq.Socket[Any], data: bytes) -> None:
+        try:
+            msg = P.decode_control(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return  # a garbled frame must not kill the I/O thread
+        with self._cond:
+            if isinstance(msg, P.Welcome):
+                if msg.expected == 0:
+                    self._hello(dealer)
+                    return
+                # A Welcome answers our Hello: the recorder may have lost what
+                # sat in a dead socket, so everything from `expected` goes again
+                # (it drops what it already has).
+                self._epoch = msg.epoch
+                self._apply_watermark(msg.watermark)
+                self._resend(max(msg.expected, self._acked + 1))
+            elif isinstance(msg, P.Ack):
+                if self._epoch and msg.epoch != self._epoch:
+                    self._hello(dealer)  # a new recorder: re-introduce, then resend
+                for pseq, code, fld, reason in msg.rejections:
+                    self._rejections[pseq] = (code, fld, reason)
+                    self.counters["rejected"] += 1
+                if not self._epoch:
+                    self._epoch = msg.epoch
+                self._apply_watermark(msg.watermark)
+                if self._unsent_from:
+                    self._resend(self._unsent_from)
+            elif isinstance(msg, P.Nack):
+                if msg.expected == 0 or msg.epoch != self._epoch:
+                    self._hello(dealer)
+                else:
+                    self._resend(msg.expected)
+
+    def _apply_watermark(self, watermark: int) -> None:
+        if watermark <= self._acked:
+            return
+        now = time.time_ns()
+        while self._pending and self._pending[0][0] <= watermark:
+            _pseq, _frame, t0 = self._pending.popleft()
+            self.latencies_ns.append(now - t0)
+            self.counters["acked"] += 1
+        self._acked = watermark
+        self._cond.notify_all()
