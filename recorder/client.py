@@ -122,7 +122,6 @@ class Client:
         raw = encode_record(obj, stype)
         if len(raw) > self.max_record_bytes:
             raise RecordTooLarge(stype, len(raw), self.max_record_bytes)
-        d = self.defaults
         with self._cond:
             self._ensure_started()
             if len(self._pending) >= self.max_pending:
@@ -131,7 +130,8 @@ class Client:
             self._next += 1
             frame = P.encode(P.Record(
                 self.producer, pseq, stype, raw, schema_version, record_id,
-                user_id or d["user_id"], session_id or d["session_id"], source or d["source"],
+                user_id or self._default(obj, "user_id"), session_id or self._default(obj, "session_id"),
+                source or self._default(obj, "source"),
                 action_id, tags))
             self._pending.append((pseq, frame, t0))
             self.counters["sent"] += 1
@@ -203,6 +203,12 @@ class Client:
             if name is not None:
                 return name
         raise ValidationError(type(obj).__name__, "schema_type", "cannot infer the schema type: pass schema_type=")
+
+    def _default(self, obj: Any, name: str) -> str | None:
+        # A record's own field wins over the client's default; only explicit
+        # per-call metadata must agree with it.
+        own = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+        return None if own is not None else self.defaults[name]
 
     def _ensure_started(self) -> None:
         if self._thread is not None:

@@ -23,6 +23,7 @@ import msgspec
 import psutil
 import zmq
 
+from . import _durable
 from . import protocol as P
 from ._run import Endpoints, endpoints, lock_endpoints
 from .actor import Done, WriterActor
@@ -173,6 +174,7 @@ class Router:
             err = ValidationError("?", "$", f"not a record frame: {e}")
             self.store.reject("?", data[:4096], err, "?", 0, "wire")
             return
+        _durable.fault("after_receive")
         st = self.producers.get(r.producer)
         if st is None:
             if r.pseq != 1:  # restarted recorder, or a frame overtook the Hello
