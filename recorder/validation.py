@@ -66,7 +66,12 @@ def _decode(spec: TypeSpec, raw: bytes) -> dict[str, Any]:
     try:
         obj = msgspec.json.decode(raw)
     except UnicodeDecodeError as e:
-        raise ValidationError(spec.name, "$", f"not valid UTF-8 at byte {e.start}") from e
+        try:  # msgspec's offset is relative to the string it was decoding
+            raw.decode("utf-8")
+            at = e.start
+        except UnicodeDecodeError as whole:
+            at = whole.start
+        raise ValidationError(spec.name, "$", f"not valid UTF-8 at byte {at}") from e
     except RecursionError as e:
         raise ValidationError(spec.name, "$", "nested too deeply") from e
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
@@ -97,10 +102,17 @@ def _scan(spec: TypeSpec, obj: Any, path: str, depth: int, max_depth: int) -> No
         raise DeniedFieldError(spec.name, path, f"value starts with a denied prefix ({obj[:11]!r}...)")
 
 
-def _needs_scan(spec: TypeSpec, raw: bytes) -> bool:
+# A \u escape of a printable ASCII character can spell a denied name or
+# prefix that a plain byte test would not see (``"frame\u005fdata"``).
+_ASCII_ESCAPE = re.compile(rb"\\u00[2-7][0-9a-fA-F]")
+
+
+def _needs_scan(spec: TypeSpec, raw: bytes, max_depth: int = 32) -> bool:
     # Cheap byte test first: most records contain no denied name or prefix
     # and are shallow, so the Python walk is skipped on the hot path.
-    if raw.count(b"{") + raw.count(b"[") > 24:
+    if raw.count(b"{") + raw.count(b"[") > min(24, max_depth):
+        return True
+    if b"\\u00" in raw and _ASCII_ESCAPE.search(raw):
         return True
     return any(n in raw for n in spec.needles)
 
@@ -135,7 +147,7 @@ def validate(spec: TypeSpec, raw: bytes, meta: Meta, max_depth: int = 32) -> Acc
     if len(raw) > spec.config.max_record_bytes:
         raise RecordTooLarge(spec.name, len(raw), spec.config.max_record_bytes)
     obj = _decode(spec, raw)
-    if _needs_scan(spec, raw):
+    if _needs_scan(spec, raw, max_depth):
         _scan(spec, obj, "", 0, max_depth)
     version = _pick(spec, obj, meta, "schema_version")
     if not isinstance(version, str):
@@ -192,7 +204,8 @@ def quarantine_copy(spec: TypeSpec | None, raw: bytes, limit: int) -> tuple[str 
     try:
         obj = msgspec.json.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
-        if any(f.encode() in raw for f in denied) or any(p.encode() in raw for p in prefixes) or b"data:" in raw:
+        if (any(f.encode() in raw for f in denied) or any(p.encode() in raw for p in prefixes)
+                or b"data:" in raw or _ASCII_ESCAPE.search(raw)):
             return None, len(raw), digest
         return raw[:limit].decode("utf-8", "replace"), len(raw), digest
 

@@ -1,0 +1,58 @@
+"""Small helpers shared by the unit tests (plain functions, no fixtures)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CORPUS
+
+
+def corpus_bytes(module: str, which: str) -> bytes:
+    """The bytes of ``a3cp-corpus/<module>/<which>.json``; skips the test if the corpus is absent."""
+    path = CORPUS / module / f"{which}.json"
+    if not path.is_file():
+        pytest.skip(f"A3CP corpus not found at {CORPUS} (it lives beside the repo, in ../shared)")
+    return path.read_bytes()
+
+
+def journal_path(root: Path, schema_type: str = "a3cp_message", user: str = "elias01",
+                 session: str = "sess_demo") -> Path:
+    """Where the shipped config puts a session's journal of ``schema_type``."""
+    return root / "logs" / "users" / user / "sessions" / session / f"{schema_type}.jsonl"
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a journal (header included), parsed."""
+    return [json.loads(ln) for ln in path.read_bytes().splitlines()]
+
+
+def quarantine(root: Path) -> list[dict[str, Any]]:
+    """The quarantine log's entries (header left out)."""
+    return lines(root / "_recorder" / "quarantine.jsonl")[1:]
+
+
+def audit_events(root: Path) -> list[dict[str, Any]]:
+    """The recorder's own audit log entries (header left out)."""
+    return lines(root / "_recorder" / "audit.jsonl")[1:]
+
+
+def all_bytes(root: Path) -> bytes:
+    """The bytes of every regular file under ``root``, concatenated (for grepping the whole tree)."""
+    out = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath, name)
+            if p.is_file() and not p.is_symlink():
+                out.append(p.read_bytes())
+    return b"\n".join(out)
+
+
+def line_starts(data: bytes) -> list[int]:
+    """Byte offset at which each line of ``data`` starts."""
+    starts = [0]
+    starts += [i + 1 for i, b in enumerate(data) if b == 0x0A and i + 1 < len(data)]
+    return starts
