@@ -113,4 +113,5 @@ def decode_record(data: bytes) -> Record:
 
 def decode_control(data: bytes) -> _Control:
     """Decode a control frame; raises msgspec.DecodeError/ValidationError if malformed."""
-    return _ctl_dec.decode(data)
+    msg: _Control = _ctl_dec.decode(data)
+    return msg

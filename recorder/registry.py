@@ -127,7 +127,7 @@ class Registry:
                 raise ConfigError(src, f"{key}.versions", str(e)) from e
             if not accepted:
                 raise ConfigError(src, f"{key}.versions", "at least one version is required")
-            models = [((), _import_model(tc.model, src, f"{key}.model"))]
+            models: list[tuple[tuple[int, ...], type[BaseModel]]] = [((), _import_model(tc.model, src, f"{key}.model"))]
             for prefix, ref in tc.models.items():
                 try:
                     pv = parse_version(prefix)

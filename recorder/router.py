@@ -83,7 +83,7 @@ class Router:
         self.counters = {"received": 0, "duplicates": 0, "gaps": 0, "unknown_producer": 0,
                          "bad_frames": 0, "acks_sent": 0, "acks_undeliverable": 0}
         self.actors = {name: WriterActor(store, name, self._report) for name in store.writers}
-        self._wake_push = {}  # one inproc socket per actor thread, created lazily in that thread
+        self._wake_push: dict[int, zmq.Socket[bytes]] = {}  # one inproc socket per actor thread
         self.proc = psutil.Process()
 
     # -- actor side ------------------------------------------------------
@@ -171,8 +171,8 @@ class Router:
             r = P.decode_record(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             self.counters["bad_frames"] += 1
-            err = ValidationError("?", "$", f"not a record frame: {e}")
-            self.store.reject("?", data[:4096], err, "?", 0, "wire")
+            bad = ValidationError("?", "$", f"not a record frame: {e}")
+            self.store.reject("?", data[:4096], bad, "?", 0, "wire")
             return
         _durable.fault("after_receive")
         st = self.producers.get(r.producer)
