@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .client import Client
 from .config import Config, load_config
 from .exceptions import (
     ConfigError,
@@ -22,6 +23,7 @@ from .registry import Registry
 from .store import Store
 
 __all__ = [
+    "Client",
     "Config",
     "ConfigError",
     "CorruptionError",
