@@ -33,6 +33,7 @@ from .store import Store
 
 __all__ = ["Router", "main"]
 
+MAX_INBOX = 50_000  # records queued for one actor before ingress pauses
 PRODUCER_TTL_S = 3600.0  # idle producers with nothing pending are forgotten after this
 
 
@@ -121,8 +122,18 @@ class Router:
         poller.register(self.ctl, zmq.POLLIN)
         poller.register(self.wake, zmq.POLLIN)
         last_housekeeping = time.monotonic()
+        reading = True
         while not self.stopping:
-            events = dict(poller.poll(100))
+            # Bounded inboxes: while an actor is far behind, stop reading
+            # ingress; ZeroMQ's queues fill and clients block or buffer.
+            backlog = max(a.inbox.qsize() for a in self.actors.values())
+            if reading and backlog > MAX_INBOX:
+                poller.unregister(self.pull)
+                reading = False
+            elif not reading and backlog < MAX_INBOX // 2:
+                poller.register(self.pull, zmq.POLLIN)
+                reading = True
+            events = dict(poller.poll(100 if reading else 5))
             if self.pull in events:
                 self._drain_ingress(1024)
             if self.ctl in events:
