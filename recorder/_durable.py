@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from typing import BinaryIO
 
 from .exceptions import DurabilityError, StorageFull
 
@@ -170,6 +171,43 @@ def write_new(dir_fd: int, name: str, data: bytes, label: str) -> None:
         except OSError:
             pass  # the original error is the one worth reporting
         raise _wrap(e, label, "write") from e
+
+
+def publish(dir_fd: int, name: str, write: Callable[[BinaryIO], None], label: str) -> None:
+    """Create ``name`` whole or not at all: ``write`` fills a hidden temp file
+    (``.NAME.tmp-PID``, which no ``*.parquet``/``*.jsonl`` glob matches), then
+    fsync, rename into place, fsync the directory. For files a library writes
+    (Parquet), which never fsync by themselves.
+    """
+    tmp = f".{name}.tmp-{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            fault("before_fsync")
+            os.fsync(f.fileno())
+        fault("before_rename")
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        fault("before_dir_fsync")
+        os.fsync(dir_fd)
+    except OSError as e:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass  # the original error is the one worth reporting
+        raise _wrap(e, label, "publish") from e
+
+
+def unlink(dir_fd: int, name: str, label: str) -> None:
+    """Remove ``name`` and make the removal durable (fsync the directory)."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise _wrap(e, label, "unlink") from e
 
 
 def rename(dir_fd: int, old: str, new: str, label: str, read_only: bool = False) -> None:
