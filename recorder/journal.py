@@ -68,6 +68,22 @@ def check_line(line: bytes, hashing: bool) -> tuple[dict[str, Any] | None, str]:
     return obj, ""
 
 
+def _check_chained(line: bytes, prev: bytes) -> tuple[str, bytes]:
+    """Check a line's own hash and its link to ``prev`` from its bytes alone.
+
+    Returns (reason, hash): reason is '' when the line is good.
+    """
+    if len(line) < _SUFFIX + 75 or not line.endswith(b'"}') or line[-_SUFFIX:-66] != b'"h":"':
+        return "line does not end with its hash field", b""
+    prefix = line[:-_SUFFIX]
+    h = _hash(prefix).encode()
+    if h != line[-66:-2]:
+        return "line hash mismatch (the line was altered)", b""
+    if prefix[-75:-2] != b',"prev":"' + prev:
+        return "chain broken: the line before it was removed or replaced", b""
+    return "", h
+
+
 @dataclass
 class Recovery:
     """What opening an existing journal found and did."""
@@ -112,6 +128,9 @@ class Journal:
         return rec
 
     def _write_header(self, header: dict[str, Any]) -> None:
+        # A checkpoint left beside an empty or new file belongs to a file that
+        # is gone (set aside or cut to nothing): it must not vouch for this one.
+        _durable.unlink_if_exists(self.dir_fd, self.name + ".head", self.label + ".head")
         body = msgspec.json.encode({"recorder_journal": FORMAT_VERSION, **header})[:-1]
         line, h = seal_line(body, GENESIS, self.hashing, commit=True)
         _durable.append(self.fd, line, self.label)
@@ -149,6 +168,12 @@ class Journal:
             start = max(0, start - _CHUNK)
         rec = Recovery()
         good_end = offsets[commit_at] + len(lines[commit_at]) + 1 if commit_at >= 0 else 0
+        # Everything up to the last commit was acknowledged: any damage there
+        # (or a checkpoint it no longer matches) sets the file aside.
+        n_committed, bad = self._check_committed(rfd, good_end)
+        if bad is not None:
+            rec.damaged = bad
+            return rec
         # Classify what follows the last commit line: only a torn batch may be cut.
         prev = parsed[commit_at].get("h", "") if commit_at >= 0 else GENESIS  # type: ignore[union-attr]
         for i in range(commit_at + 1, len(lines)):
@@ -156,9 +181,9 @@ class Journal:
             if b"\0" in lines[i]:
                 break  # zero-filled blocks: the tail of an unfinished write
             if obj is None or (self.hashing and obj.get("prev") != prev):
-                n_line = -1  # unknown line number without a full scan
                 rec.damaged = CorruptionError(
-                    self.label, n_line, offsets[i], "a whole line after the last commit is damaged"
+                    self.label, n_committed + i - commit_at, offsets[i],
+                    "a whole line after the last commit is damaged",
                 )
                 return rec
             prev = obj.get("h", "")
@@ -177,6 +202,55 @@ class Journal:
             _durable.truncate(self.fd, good_end, self.label)
         del partial
         return rec
+
+    def _check_committed(self, rfd: int, end: int) -> tuple[int, CorruptionError | None]:
+        """Check every line in ``[0, end)`` and the head checkpoint; returns (lines, first problem)."""
+        anchor = self._read_anchor() if self.hashing else None
+        if isinstance(anchor, CorruptionError):
+            return 0, anchor
+        prev, n, offset, pos, rest = GENESIS.encode(), 0, 0, 0, b""
+        vouched = anchor is None
+        while pos < end:
+            chunk = os.pread(rfd, min(_CHUNK, end - pos), pos)
+            if not chunk:
+                break
+            pos += len(chunk)
+            parts = (rest + chunk).split(b"\n")
+            rest = parts.pop()
+            for ln in parts:
+                n += 1
+                reason, h = _check_chained(ln, prev) if self.hashing else (check_line(ln, False)[1], b"")
+                if reason:
+                    return n, CorruptionError(self.label, n, offset, reason)
+                prev = h
+                offset += len(ln) + 1
+                if anchor is not None and offset == anchor[0]:
+                    if h != anchor[1]:
+                        return n, CorruptionError(self.label, n, offset - len(ln) - 1,
+                                                  "the line the head checkpoint vouches for was changed")
+                    vouched = True
+        if not vouched:
+            assert anchor is not None
+            return n, CorruptionError(self.label, n + 1, offset,
+                                      f"the head checkpoint vouches for {anchor[0]} bytes but the committed "
+                                      f"lines end at byte {offset}: lines were removed")
+        return n, None
+
+    def _read_anchor(self) -> tuple[int, bytes] | CorruptionError | None:
+        """The (size, head) that the ``.head`` checkpoint beside the file vouches for, if any."""
+        try:
+            fd = os.open(self.name + ".head", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            return None
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        try:
+            obj = msgspec.json.decode(data)
+            return int(obj["size"]), str(obj["head"]).encode()
+        except (msgspec.DecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+            return CorruptionError(self.label + ".head", 1, 0, "head checkpoint is unreadable")
 
     # -- appending -----------------------------------------------------
     def append(self, bodies: list[bytes]) -> None:

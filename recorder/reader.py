@@ -45,6 +45,7 @@ def _ts(value: str | datetime | None) -> datetime | None:
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as f:
         first = True
+        batch: list[dict[str, Any]] = []
         for n, line in enumerate(f, 1):
             if not line.endswith(b"\n"):
                 return  # a torn final line was never acknowledged
@@ -53,9 +54,14 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
                 continue  # header
             try:
                 obj = msgspec.json.decode(line)
-            except msgspec.DecodeError as e:
+            except (msgspec.DecodeError, UnicodeDecodeError) as e:
                 raise CorruptionError(str(path), n, f.tell() - len(line), f"not valid JSON: {e}") from e
-            yield obj
+            if not isinstance(obj, dict):
+                raise CorruptionError(str(path), n, f.tell() - len(line), "line is not a JSON object")
+            batch.append(obj)
+            if obj.get("commit") is True:  # only whole batches were ever acknowledged
+                yield from batch
+                batch.clear()
 
 
 def read(
@@ -128,7 +134,7 @@ def verify_file(path: str | Path, progress: Progress | None = None) -> Problem |
             if n == 1:
                 try:
                     head = msgspec.json.decode(body)
-                except msgspec.DecodeError as e:
+                except (msgspec.DecodeError, UnicodeDecodeError) as e:
                     return Problem(path, 1, 0, f"header is not JSON: {e}")
                 if not isinstance(head, dict) or head.get("recorder_journal") != FORMAT_VERSION:
                     return Problem(path, 1, 0, "not a recorder journal (header lacks recorder_journal=1)")
@@ -163,8 +169,10 @@ def _check_anchor(path: str, size: int, ends: dict[int, str]) -> Problem | None:
             anchor = msgspec.json.decode(f.read())
     except FileNotFoundError:
         return None
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
         return Problem(path + ".head", 1, 0, f"checkpoint is not JSON: {e}")
+    if not isinstance(anchor, dict):
+        return Problem(path + ".head", 1, 0, "checkpoint is not a JSON object")
     at, head = anchor.get("size", -1), anchor.get("head")
     if at > size:
         return Problem(path, -1, size, f"file ends at byte {size} but its checkpoint vouches for {at}: lines were removed")
