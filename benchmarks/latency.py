@@ -1,0 +1,680 @@
+"""Latency budget: durable-ack latency, ``record()`` call time and throughput, end to end.
+
+Each case starts a supervised recorder (``python -m recorder run``) on a
+fresh data root, then N producer processes (``python -m benchmarks.latency
+--producer ...``), each with one ``recorder.Client`` sending ~1 KB
+``a3cp_message`` records (``recorder.testing.sample_message``):
+
+- ``capture``: a 30 fps capture loop per producer (``--fps``);
+- ``paced``: ``--rate`` records/s in total across the producers (default
+  5,000, i.e. 1,250/s each), paced on a deadline schedule;
+- ``unpaced``: as fast as ``record()`` allows, with a bounded client buffer
+  (``--max-pending``): the maximum durable throughput.
+
+Every producer warms up (``--warmup`` seconds of the same traffic, then
+``flush()``), waits for a common start signal, sends for ``--seconds``, then
+flushes. Measured per record: the ``record()`` call (perf_counter_ns around
+it) and the durable-ack latency (``Client.latencies_ns``: from ``record()``
+to the acknowledgement that the record is fdatasync'd). Per case: throughput
+(acked records / time from start to the last ack), recorder CPU and RSS
+(psutil on the recorder pid of the READY line), batch sizes from the
+recorder's stats.
+
+Results go to ``benchmarks/results/latency-<time>.json``, a plot of the
+latency distributions beside it (``.png``, needs matplotlib), and a Markdown
+table to stdout. The exit status is 1 when the p99 durable-ack latency of a
+paced case (``capture``, ``paced``) exceeds ``--budget-ms`` (50 ms, NF1).
+
+    python -m benchmarks latency                # 3 cases, 10 s each, ~1 min
+    python -m benchmarks latency --quick        # CI: 2 s each, < 30 s
+    python -m benchmarks latency --cases paced --rate 5000 20000 --sessions shared
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import itertools
+import json
+import math
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from array import array
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from ._common import PACKAGE_DIR, default_data_parent, machine_info, markdown_table, progress, run_case, write_results
+
+CASE = "latency"
+SCHEMA_TYPE = "a3cp_message"
+KINDS = ("capture", "paced", "unpaced")
+PACED = ("capture", "paced")  # the kinds held to the budget
+POOL = 1024  # distinct records per producer, cycled
+BUDGET_MS = 50.0  # NF1
+TARGETS = {"ack_p99_ms": 1.0, "ack_p999_ms": 5.0, "throughput_per_s": 100_000.0}  # issue 4, "Done when"
+HIST_LO_NS = 1_000  # histogram: 1 µs ...
+HIST_PER_DECADE = 20  # ... 20 log-spaced bins per decade ...
+HIST_DECADES = 8  # ... up to 100 s
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``latency`` subcommand."""
+    p = subparsers.add_parser(CASE, help="durable-ack latency, record() cost and throughput (4 producers)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", nargs="+", choices=KINDS, default=list(KINDS), help="which cases (default: all)")
+    p.add_argument("--rate", nargs="+", type=float, default=[5000.0],
+                   help="total records/s of the paced case(s), across all producers (default 5000)")
+    p.add_argument("--fps", type=float, default=30.0, help="records/s per producer in the capture case")
+    p.add_argument("--producers", type=int, default=4, help="producer processes (default 4)")
+    p.add_argument("--seconds", type=float, help="measured seconds per case (default 10; --quick: 2)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds before measuring (default 0.5; --quick: 0.3)")
+    p.add_argument("--quick", action="store_true", help="short run for CI (< 30 s in all)")
+    p.add_argument("--sessions", choices=("per-producer", "shared"), default="per-producer",
+                   help="per-producer: each producer its own user/session (own file); shared: one file")
+    p.add_argument("--payload", choices=("dict", "model"), default="dict",
+                   help="record() gets dicts, or A3CPMessage pydantic models")
+    p.add_argument("--max-pending", type=int, default=10_000,
+                   help="client buffer bound in the unpaced case (paced cases use the Client default)")
+    p.add_argument("--budget-ms", type=float, default=BUDGET_MS, help="p99 durable-ack budget of paced cases")
+    p.add_argument("--config", help="registry TOML for the recorder and clients (default: the shipped one)")
+    p.add_argument("--dir", help="parent of the temporary data roots (default: benchmarks/results/tmp)")
+    p.add_argument("--keep", action="store_true", help="keep the data roots")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
+    p.add_argument("--out", help="results JSON path (default: benchmarks/results/latency-<time>.json)")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child mode: one case
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point: one case in this process (``--one``), or every case in subprocesses."""
+    if args.seconds is None:
+        args.seconds = 2.0 if args.quick else 10.0
+    if args.warmup is None:
+        args.warmup = 0.3 if args.quick else 0.5
+    if args.producers < 1:
+        raise SystemExit("--producers must be >= 1")
+    if args.one:
+        return _one(args)
+    return _all(args)
+
+
+# -- parent: every case in a fresh interpreter ---------------------------------
+def _case_list(args: argparse.Namespace) -> list[tuple[str, float]]:
+    """(kind, total target rate; 0 for unpaced) per case, in run order."""
+    out: list[tuple[str, float]] = []
+    for kind in args.cases:
+        if kind == "capture":
+            out.append((kind, args.fps * args.producers))
+        elif kind == "paced":
+            out.extend((kind, r) for r in args.rate)
+        else:
+            out.append((kind, 0.0))
+    return out
+
+
+def _label(kind: str, rate: float) -> str:
+    if kind == "capture":
+        return "capture"
+    if kind == "paced":
+        return f"paced {rate / 1000:g}k/s" if rate >= 1000 else f"paced {rate:g}/s"
+    return "unpaced"
+
+
+def _all(args: argparse.Namespace) -> int:
+    parent = Path(args.dir) if args.dir else default_data_parent()
+    parent.mkdir(parents=True, exist_ok=True)
+    cases = _case_list(args)
+    t_all = time.monotonic()
+    progress(f"latency: {len(cases)} cases, {args.producers} producers, {args.seconds:g} s each "
+             f"(+{args.warmup:g} s warm-up), data under {parent}")
+    results: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for i, (kind, rate) in enumerate(cases, 1):
+        argv = ["--cases", kind, "--rate", repr(rate), "--fps", repr(args.fps),
+                "--producers", str(args.producers), "--seconds", repr(args.seconds),
+                "--warmup", repr(args.warmup), "--sessions", args.sessions, "--payload", args.payload,
+                "--max-pending", str(args.max_pending), "--dir", str(parent)]
+        if args.config:
+            argv += ["--config", args.config]
+        if args.keep:
+            argv.append("--keep")
+        label = _label(kind, rate)
+        progress(f"[{i}/{len(cases)}] {label} ...")
+        try:
+            r = run_case(CASE, argv, timeout=args.seconds * 4 + 180)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            progress(f"    FAILED: {e}")
+            failures.append(label)
+            continue
+        r["label"] = label
+        results.append(r)
+        a = r["ack_ms"]
+        progress(f"    {r['throughput_per_s']:,.0f} acked records/s; durable ack p50 {a['p50']:.3f} ms, "
+                 f"p99 {a['p99']:.3f} ms, p99.9 {a['p99.9']:.3f} ms, max {a['max']:.3f} ms; "
+                 f"record() p50 {r['call_us']['p50']:.1f} us; batch mean {r['batch_mean']}")
+    rows = [_row(r, args.budget_ms) for r in results]
+    over = [r for r in rows if r["kind"] in PACED and r["ack_p99_ms"] > args.budget_ms]
+    payload = {
+        "benchmark": CASE,
+        "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks", *sys.argv[1:]]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick,
+        "budget_ms": args.budget_ms,
+        "targets": TARGETS,
+        "settings": {"producers": args.producers, "seconds": args.seconds, "warmup": args.warmup,
+                     "sessions": args.sessions, "payload": args.payload, "max_pending_unpaced": args.max_pending,
+                     "config": args.config or "default", "fsync": results[0]["durability"] if results else None},
+        "machine": machine_info(parent),
+        "summary": rows,
+        "failed": failures,
+        "results": results,
+        "elapsed_s": round(time.monotonic() - t_all, 1),
+    }
+    path = write_results(CASE, payload, args.out)
+    progress(f"results written to {path}")
+    plot = None if args.no_plot else _plot(results, path.with_suffix(".png"), args.budget_ms)
+    if plot is not None:
+        progress(f"plot written to {plot}")
+    m = payload["machine"]
+    print(f"latency budget: {m['cpu_count']} CPU ({m['cpu_model']}), Python {m['python']}, "
+          f"{m['data_fs']['fstype']} on {m['data_fs']['device']}, recorder {m['libraries']['recorder']} "
+          f"({m['git']}), pyzmq {m['libraries']['pyzmq']}, durability {payload['settings']['fsync']}, "
+          f"{args.producers} producers, {args.sessions} sessions, {args.payload} payloads, "
+          f"{args.seconds:g} s per case")
+    print()
+    print(markdown_table(rows, [
+        ("label", "case"), ("records", "records"), ("target_per_s", "target/s"),
+        ("throughput_per_s", "acked/s"), ("call_p50_us", "record() p50 µs"), ("call_p99_us", "record() p99 µs"),
+        ("call_max_us", "record() max µs"), ("ack_p50_ms", "ack p50 ms"), ("ack_p99_ms", "ack p99 ms"),
+        ("ack_p999_ms", "ack p99.9 ms"), ("ack_max_ms", "ack max ms"), ("batch_mean", "batch mean"),
+        ("recorder_cpu_pct", "recorder CPU %"), ("recorder_rss_mib", "RSS MiB"), ("budget", "budget"),
+    ]))
+    print()
+    _print_targets(rows)
+    if plot is not None:
+        print(f"plot: {plot}")
+    print(f"results: {path}")
+    status = 0
+    for r in over:
+        print(f"BUDGET EXCEEDED: {r['label']}: p99 durable-ack latency {r['ack_p99_ms']:.2f} ms "
+              f"> {args.budget_ms:g} ms", file=sys.stderr)
+        status = 1
+    if failures:
+        print(f"FAILED cases: {', '.join(failures)}", file=sys.stderr)
+        status = 1
+    return status
+
+
+def _row(r: dict[str, Any], budget_ms: float) -> dict[str, Any]:
+    a, c = r["ack_ms"], r["call_us"]
+    paced = r["kind"] in PACED
+    return {
+        "label": r["label"], "kind": r["kind"], "records": r["records"], "target_per_s": r["target_per_s"] or None,
+        "throughput_per_s": r["throughput_per_s"], "call_p50_us": c["p50"], "call_p99_us": c["p99"],
+        "call_max_us": c["max"], "ack_p50_ms": a["p50"], "ack_p99_ms": a["p99"], "ack_p999_ms": a["p99.9"],
+        "ack_max_ms": a["max"], "batch_mean": r["batch_mean"], "recorder_cpu_pct": r["recorder"]["cpu_pct"],
+        "recorder_rss_mib": r["recorder"]["rss_peak_mib"],
+        "budget": ("ok" if a["p99"] <= budget_ms else "OVER") if paced else "",
+    }
+
+
+def _print_targets(rows: list[dict[str, Any]]) -> None:
+    """The issue's targets beside the measured numbers (informative; the exit status is the budget)."""
+    paced = [r for r in rows if r["kind"] == "paced"]
+    for r in paced:
+        print(f"target {r['label']}: p99 {r['ack_p99_ms']:.3f} ms (target <= {TARGETS['ack_p99_ms']:g}: "
+              f"{'met' if r['ack_p99_ms'] <= TARGETS['ack_p99_ms'] else 'missed'}), "
+              f"p99.9 {r['ack_p999_ms']:.3f} ms (target <= {TARGETS['ack_p999_ms']:g}: "
+              f"{'met' if r['ack_p999_ms'] <= TARGETS['ack_p999_ms'] else 'missed'})")
+    for r in rows:
+        if r["kind"] == "unpaced":
+            print(f"target throughput: {r['throughput_per_s']:,.0f} durable records/s (target >= "
+                  f"{TARGETS['throughput_per_s']:,.0f}: "
+                  f"{'met' if r['throughput_per_s'] >= TARGETS['throughput_per_s'] else 'missed'})")
+
+
+def _plot(results: list[dict[str, Any]], path: Path, budget_ms: float) -> Path | None:
+    """CDF and tail (1 - CDF) of durable-ack latency per case, and the record() call's tail."""
+    try:
+        import matplotlib
+    except ImportError:
+        progress("matplotlib is not installed: no plot drawn (pip install matplotlib, or the 'bench' extra)")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not results:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    ax_cdf, ax_tail, ax_call = axes
+    for r in results:
+        for ax_list, hist, scale in (((ax_cdf, ax_tail), r["ack_hist"], 1e-3), ((ax_call,), r["call_hist"], 1.0)):
+            xs, cdf = _cdf_points(hist)
+            xs = [x * scale for x in xs]
+            label = f"{r['label']} (n={r['records']:,})"
+            for ax in ax_list:
+                if ax is ax_cdf:
+                    ax.step(xs, cdf, where="post", label=label)
+                else:
+                    tail = [(x, 1 - y) for x, y in zip(xs, cdf) if 1 - y > 0]
+                    if tail:
+                        ax.step([t[0] for t in tail], [t[1] for t in tail], where="post", label=label)
+    for ax in (ax_cdf, ax_tail):
+        ax.axvline(budget_ms, color="red", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
+        ax.axvline(TARGETS["ack_p99_ms"], color="grey", linestyle=":", linewidth=1, label="target p99 1 ms")
+        ax.axvline(TARGETS["ack_p999_ms"], color="grey", linestyle="-.", linewidth=1, label="target p99.9 5 ms")
+        ax.set_xscale("log")
+        ax.set_xlabel("durable-ack latency, record() to ack (ms)")
+        ax.grid(True, which="both", alpha=0.3)
+    ax_cdf.set_ylabel("fraction of records <= x")
+    ax_cdf.set_title("durable-ack latency: CDF")
+    ax_tail.set_yscale("log")
+    ax_tail.set_ylabel("fraction of records > x")
+    ax_tail.set_title("durable-ack latency: tail (1 - CDF)")
+    ax_call.set_xscale("log")
+    ax_call.set_yscale("log")
+    ax_call.set_xlabel("record() call time (µs)")
+    ax_call.set_ylabel("fraction of calls > x")
+    ax_call.set_title("record() call time: tail")
+    ax_call.grid(True, which="both", alpha=0.3)
+    ax_call.legend(fontsize=8)
+    ax_tail.legend(fontsize=8)
+    m = results[0]["machine"]
+    fig.suptitle(f"recorder latency: {results[0]['producers']} producers, {results[0]['durability']}, "
+                 f"{m['cpu_count']} CPU, {m['data_fs']['fstype']}, recorder {m['git']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _cdf_points(hist: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Upper bin edges (µs) and the cumulative fraction at each, from a log histogram."""
+    counts = hist["counts"]
+    total = sum(counts) or 1
+    xs, ys, cum = [], [], 0
+    for k, n in enumerate(counts):
+        cum += n
+        xs.append(hist["lo_us"] * 10 ** ((k + 1) / hist["per_decade"]))
+        ys.append(cum / total)
+    return xs, ys
+
+
+# -- child: one case -------------------------------------------------------------
+def _one(args: argparse.Namespace) -> int:
+    import psutil
+
+    from recorder.config import load_config
+
+    kind, rate = args.cases[0], args.rate[0]
+    n = args.producers
+    per_rate = args.fps if kind == "capture" else (rate / n if kind == "paced" else 0.0)
+    target = per_rate * n
+    durability = load_config(args.config).types[SCHEMA_TYPE].durability
+    parent = Path(args.dir) if args.dir else default_data_parent()
+    root = os.path.realpath(tempfile.mkdtemp(prefix=f"latency-{kind}-", dir=parent))
+    sup = None
+    producers: list[subprocess.Popen[str]] = []
+    try:
+        cmd = [sys.executable, "-m", "recorder", "run", "--data-root", root]
+        if args.config:
+            cmd += ["--config", args.config]
+        sup = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=PACKAGE_DIR.parent)
+        sup_lines = _line_reader(sup.stdout)
+        ready = json.loads(_wait_line(sup_lines, "READY ", 60, "the recorder")[6:])
+        rec = psutil.Process(ready["pid"])
+
+        for i in range(n):
+            pcmd = [sys.executable, "-m", "benchmarks.latency", "--producer", "--index", str(i),
+                    "--data-root", root, "--rate", repr(per_rate), "--seconds", repr(args.seconds),
+                    "--warmup", repr(args.warmup), "--sessions", args.sessions, "--payload", args.payload,
+                    "--samples", os.path.join(root, f"_samples-{i}")]
+            if kind == "unpaced":
+                pcmd += ["--max-pending", str(args.max_pending)]
+            if args.config:
+                pcmd += ["--config", args.config]
+            producers.append(subprocess.Popen(pcmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                              cwd=PACKAGE_DIR.parent))
+        lines = [_line_reader(p.stdout) for p in producers]
+        for i, q in enumerate(lines):
+            _wait_line(q, "WARM", 60 + 4 * args.warmup + 30, f"producer {i}")
+
+        # Everyone is connected and warm: start together.
+        stats0 = _recorder_stats(ready["control"])
+        cpu0 = rec.cpu_times()
+        psutil.cpu_percent(None)
+        sampler = _RssSampler(rec)
+        sampler.start()
+        t_go = time.time()
+        for p in producers:
+            assert p.stdin is not None
+            p.stdin.write("GO\n")
+            p.stdin.flush()
+        outs = [json.loads(_wait_line(q, "{", args.seconds * 3 + 150, f"producer {i}"))
+                for i, q in enumerate(lines)]
+        cpu1 = rec.cpu_times()
+        sys_cpu = psutil.cpu_percent(None)
+        t_end = time.time()
+        sampler.stop()
+        stats1 = _recorder_stats(ready["control"])
+        for p in producers:
+            p.wait(timeout=30)
+
+        calls: list[int] = []
+        acks: list[int] = []
+        for i in range(n):
+            calls.extend(_load(os.path.join(root, f"_samples-{i}.call")))
+            acks.extend(_load(os.path.join(root, f"_samples-{i}.ack")))
+        calls.sort()
+        acks.sort()
+        records = sum(o["records"] for o in outs)
+        start = min(o["t_start"] for o in outs)
+        window = max(o["t_done"] for o in outs) - start
+        send_window = max(o["t_sent"] for o in outs) - start
+        cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        wall = t_end - t_go
+        t0, t1 = stats0["types"][SCHEMA_TYPE], stats1["types"][SCHEMA_TYPE]
+        batches = t1["batches"] - t0["batches"]
+        result = {
+            "benchmark": CASE,
+            "kind": kind,
+            "producers": n,
+            "target_per_s": target,
+            "rate_per_producer": per_rate,
+            "durability": durability,
+            "fsync": durability == "fsync",
+            "sessions": args.sessions,
+            "payload": args.payload,
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "records": records,
+            "ack_samples": len(acks),
+            "send_rate_per_s": round(records / send_window, 1),
+            "throughput_per_s": round(records / window, 1),
+            "window_s": round(window, 4),
+            "call_us": _percentiles(calls, 1e3),
+            "ack_ms": _percentiles(acks, 1e6),
+            "call_hist": _histogram(calls),
+            "ack_hist": _histogram(acks),
+            "batches": batches,
+            "batch_mean": round((t1["records"] - t0["records"]) / batches, 2) if batches else None,
+            "batch_max_recent": t1["batch_max"],
+            "recorder": {
+                "pid": ready["pid"],
+                "cpu_s": round(cpu_s, 3),
+                "cpu_pct": round(100 * cpu_s / wall, 1),
+                "rss_peak_mib": round(sampler.peak / 2**20, 1),
+                "rss_end_mib": round(sampler.last / 2**20, 1),
+                "threads": sampler.threads,
+                "receive_to_durable_ms": t1["ack_latency_ms"],  # the recorder's own view (last 16k records)
+                "counters": {k: stats1[k] - stats0.get(k, 0) for k in
+                             ("received", "duplicates", "gaps", "unknown_producer", "acks_sent",
+                              "acks_undeliverable") if k in stats1},
+            },
+            "system_cpu_pct": sys_cpu,
+            "producer": {
+                "cpu_pct": [o["cpu_pct"] for o in outs],
+                "lag_max_ms": max(o["lag_max_ms"] for o in outs),
+                "late": sum(o["late"] for o in outs),
+                "resent": sum(o["resent"] for o in outs),
+                "blocked": sum(o["blocked"] for o in outs),
+            },
+            "data_root": root,
+            "machine": machine_info(parent),
+        }
+        if len(acks) != records:
+            raise RuntimeError(f"{len(acks)} ack latencies for {records} records")
+    finally:
+        for p in producers:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if sup is not None:
+            sup.send_signal(signal.SIGTERM)
+            try:
+                sup.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                sup.kill()
+                sup.wait()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    result["recorder_exit"] = sup.returncode
+    print(json.dumps(result))
+    return 0
+
+
+def _line_reader(stream: IO[str] | None) -> queue.Queue[str | None]:
+    """Lines of ``stream`` on a queue (None at EOF), read by a daemon thread."""
+    q: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert stream is not None
+        for line in stream:
+            q.put(line.rstrip("\n"))
+        q.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return q
+
+
+def _wait_line(q: queue.Queue[str | None], prefix: str, timeout: float, who: str) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError(f"{who}: no {prefix.strip()!r} line within {timeout:g} s")
+        try:
+            line = q.get(timeout=left)
+        except queue.Empty:
+            continue
+        if line is None:
+            raise RuntimeError(f"{who} exited before printing {prefix.strip()!r}")
+        if line.startswith(prefix):
+            return line
+
+
+def _recorder_stats(control: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The recorder's counters over its control channel (as ``recorder stats --json``)."""
+    import msgspec
+    import zmq
+
+    from recorder import protocol as P
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(control)
+        sock.send(P.encode(P.StatsRequest()))
+        if not sock.poll(int(timeout * 1000)):
+            raise RuntimeError(f"no stats from {control} within {timeout} s")
+        reply = P.decode_control(sock.recv())
+    finally:
+        sock.close()
+        ctx.term()
+    assert isinstance(reply, P.StatsReply)
+    stats: dict[str, Any] = msgspec.json.decode(reply.body)
+    return stats
+
+
+class _RssSampler(threading.Thread):
+    """Samples the recorder's RSS and thread count every 100 ms."""
+
+    def __init__(self, proc: Any) -> None:
+        super().__init__(daemon=True)
+        self.proc = proc
+        self.peak = self.last = self.threads = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                with self.proc.oneshot():
+                    self.last = self.proc.memory_info().rss
+                    self.threads = self.proc.num_threads()
+            except Exception:  # the process is gone; the case reports that elsewhere
+                return
+            self.peak = max(self.peak, self.last)
+            self._stop_event.wait(0.1)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=2)
+
+
+def _percentiles(sorted_ns: Sequence[int], unit_ns: float) -> dict[str, float]:
+    """Nearest-rank p50/p90/p99/p99.9, mean and max of sorted ``sorted_ns``, in ``unit_ns`` units."""
+    n = len(sorted_ns)
+    if not n:
+        return {k: float("nan") for k in ("p50", "p90", "p99", "p99.9", "mean", "max")}
+
+    def q(p: float) -> float:
+        return round(sorted_ns[min(n - 1, max(0, math.ceil(p / 100 * n) - 1))] / unit_ns, 4)
+
+    return {"p50": q(50), "p90": q(90), "p99": q(99), "p99.9": q(99.9),
+            "mean": round(sum(sorted_ns) / n / unit_ns, 4), "max": round(sorted_ns[-1] / unit_ns, 4)}
+
+
+def _histogram(sorted_ns: Sequence[int]) -> dict[str, Any]:
+    """Counts in log-spaced bins (bin k holds values up to lo * 10**((k+1)/per_decade)); the first
+    bin also holds everything below ``lo``, the last everything above the top."""
+    nbins = HIST_DECADES * HIST_PER_DECADE
+    counts, below = [], 0
+    for k in range(nbins):
+        edge = HIST_LO_NS * 10 ** ((k + 1) / HIST_PER_DECADE)
+        upto = len(sorted_ns) if k == nbins - 1 else bisect.bisect_right(sorted_ns, edge)
+        counts.append(upto - below)
+        below = upto
+    while counts and counts[-1] == 0:
+        counts.pop()
+    return {"lo_us": HIST_LO_NS / 1e3, "per_decade": HIST_PER_DECADE, "counts": counts}
+
+
+def _load(path: str) -> array[int]:
+    a = array("q")
+    with open(path, "rb") as f:
+        a.frombytes(f.read())
+    return a
+
+
+# -- producer process --------------------------------------------------------------
+def _producer(argv: Sequence[str] | None = None) -> int:
+    """One producer: warm up, wait for GO on stdin, send, flush, write samples, print a JSON line."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.latency --producer")
+    ap.add_argument("--producer", action="store_true")
+    ap.add_argument("--index", type=int, required=True)
+    ap.add_argument("--data-root", required=True)
+    ap.add_argument("--config")
+    ap.add_argument("--rate", type=float, required=True, help="records/s of this producer; 0: unpaced")
+    ap.add_argument("--seconds", type=float, required=True)
+    ap.add_argument("--warmup", type=float, required=True)
+    ap.add_argument("--sessions", default="per-producer")
+    ap.add_argument("--payload", default="dict")
+    ap.add_argument("--max-pending", type=int, default=0, help="client buffer bound (0: the Client default)")
+    ap.add_argument("--samples", required=True, help="path prefix of the .call and .ack sample files")
+    a = ap.parse_args(argv)
+
+    from recorder.client import Client
+    from recorder.testing import sample_message
+
+    if a.sessions == "shared":
+        user, session = "bench", "sess_bench"
+    else:
+        user, session = f"bench{a.index:02d}", f"sess_bench_{a.index:02d}"
+    pool: list[Any] = [sample_message(user, session, i) for i in range(POOL)]
+    if a.payload == "model":
+        from recorder.a3cp import A3CPMessage
+
+        pool = [A3CPMessage.model_validate(d) for d in pool]
+    kw: dict[str, Any] = {"max_pending": a.max_pending} if a.max_pending else {}
+    c = Client(config=a.config, data_root=a.data_root, user_id=user, session_id=session,
+               source="benchmark", timeout=120, **kw)
+    items = itertools.cycle(pool)
+
+    def send(seconds: float, calls: array[int] | None) -> tuple[int, float, int]:
+        """Send for ``seconds`` at ``a.rate`` (deadline schedule) or unpaced; (records, max lag s, late)."""
+        record, clock, clock_ns = c.record, time.perf_counter, time.perf_counter_ns
+        sleep = time.sleep
+        count, lag_max, late = 0, 0.0, 0
+        t0 = clock()
+        end = t0 + seconds
+        if a.rate > 0:
+            period = 1.0 / a.rate
+            while True:
+                due = t0 + count * period
+                if due >= end:
+                    break
+                now = clock()
+                if now < due:
+                    sleep(due - now)  # pacing a capture loop, not waiting on a condition
+                else:
+                    lag = now - due
+                    lag_max = max(lag_max, lag)
+                    late += lag > period
+                rec = next(items)
+                s0 = clock_ns()
+                record(rec, schema_type=SCHEMA_TYPE)
+                s1 = clock_ns()
+                if calls is not None:
+                    calls.append(s1 - s0)
+                count += 1
+        else:
+            while True:
+                for _ in range(256):
+                    rec = next(items)
+                    s0 = clock_ns()
+                    record(rec, schema_type=SCHEMA_TYPE)
+                    s1 = clock_ns()
+                    if calls is not None:
+                        calls.append(s1 - s0)
+                count += 256
+                if clock() >= end:
+                    break
+        return count, lag_max, late
+
+    # Warm-up: files created, caches and connections settled; then nothing pending.
+    send(a.warmup, None)
+    c.flush(timeout=120)
+    c.latencies_ns = deque(maxlen=50_000_000)  # only measured records from here on
+    counters0 = dict(c.counters)
+    print("WARM", flush=True)
+    if sys.stdin.readline().strip() != "GO":
+        return 1
+
+    calls = array("q")
+    cpu0 = os.times()
+    t_start = time.time()
+    records, lag_max, late = send(a.seconds, calls)
+    t_sent = time.time()
+    c.flush(timeout=300)
+    t_done = time.time()
+    cpu1 = os.times()
+    lat = array("q", c.latencies_ns)
+    with open(a.samples + ".call", "wb") as f:
+        calls.tofile(f)
+    with open(a.samples + ".ack", "wb") as f:
+        lat.tofile(f)
+    cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    out = {"index": a.index, "producer": c.producer, "records": records, "t_start": t_start, "t_sent": t_sent,
+           "t_done": t_done, "lag_max_ms": round(lag_max * 1e3, 3), "late": late,
+           "cpu_pct": round(100 * cpu_s / (t_done - t_start), 1),
+           "resent": c.counters["resent"] - counters0["resent"],
+           "blocked": c.counters["blocked"] - counters0["blocked"]}
+    c.close()
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if "--producer" in sys.argv[1:]:
+        sys.exit(_producer())
+    sys.exit("usage: python -m benchmarks latency ... (this module is the latency case; see --help there)")
