@@ -221,20 +221,6 @@ def rename(dir_fd: int, old: str, new: str, label: str, read_only: bool = False)
         raise _wrap(e, label, "rename") from e
 
 
-def unlink_if_exists(dir_fd: int, name: str, label: str) -> None:
-    """Remove ``name`` if it exists and make the removal durable (fsync of the dir)."""
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise _wrap(e, label, "unlink") from e
-    try:
-        os.fsync(dir_fd)
-    except OSError as e:
-        raise _wrap(e, label, "fsync dir") from e
-
-
 def close(fd: int) -> None:
     """Close a descriptor, ignoring EBADF from a double close."""
     try:

@@ -130,7 +130,7 @@ class Journal:
     def _write_header(self, header: dict[str, Any]) -> None:
         # A checkpoint left beside an empty or new file belongs to a file that
         # is gone (set aside or cut to nothing): it must not vouch for this one.
-        _durable.unlink_if_exists(self.dir_fd, self.name + ".head", self.label + ".head")
+        _durable.unlink(self.dir_fd, self.name + ".head", self.label + ".head")
         body = msgspec.json.encode({"recorder_journal": FORMAT_VERSION, **header})[:-1]
         line, h = seal_line(body, GENESIS, self.hashing, commit=True)
         _durable.append(self.fd, line, self.label)
