@@ -28,7 +28,7 @@ from . import protocol as P
 from ._run import Endpoints, endpoints, lock_endpoints
 from .actor import Done, WriterActor
 from .config import load_config
-from .exceptions import RecorderError, UnknownSchemaError, ValidationError
+from .exceptions import RecorderError, RecordTooLarge, UnknownSchemaError, ValidationError
 from .store import Store
 
 __all__ = ["Router", "main"]
@@ -183,7 +183,7 @@ class Router:
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             self.counters["bad_frames"] += 1
             bad = ValidationError("?", "$", f"not a record frame: {e}")
-            self.store.reject("?", data[:4096], bad, "?", 0, "wire")
+            self.store.reject("?", data, bad, "?", 0, "wire")  # the quarantine bounds its copy
             return
         _durable.fault("after_receive")
         st = self.producers.get(r.producer)
@@ -215,10 +215,9 @@ class Router:
         actor = self.actors.get(r.schema_type)
         if actor is None or len(r.record) > self.max_msg:
             err: ValidationError = UnknownSchemaError(r.schema_type[:64], "schema_type", "not registered")
-            if actor is None:
-                self.store.reject(r.schema_type, r.record, err, r.producer, r.pseq, "wire")
-            else:
-                err = ValidationError(r.schema_type, "$", f"frame larger than {self.max_msg} bytes")
+            if actor is not None:
+                err = RecordTooLarge(r.schema_type, len(r.record), self.max_msg)
+            self.store.reject(r.schema_type, r.record, err, r.producer, r.pseq, "wire")
             self._finish(r.producer, st, r.pseq, (err.code, err.field, err.reason))
             self._ack(r.producer, st)
             return

@@ -23,7 +23,7 @@ from .exceptions import RecorderError, StorageFull, ValidationError
 from .journal import Journal
 from .registry import Registry, TypeSpec
 from .validation import Accepted, Meta, encode_record, quarantine_copy, safe_json, validate
-from .writer import Entry, TypeWriter
+from .writer import Entry, TypeWriter, open_journal
 
 __all__ = ["Store", "INTERNAL_DIR"]
 
@@ -68,10 +68,8 @@ class _SeqLease:
 class _Quarantine:
     """The chained log of rejected input: reason, origin, bounded redacted copy."""
 
-    def __init__(self, dir_fd: int, header: dict[str, Any], max_bytes: int, copy_bytes: int) -> None:
-        self.journal = Journal(dir_fd, "quarantine.jsonl", f"{INTERNAL_DIR}/quarantine.jsonl",
-                               hashing=True, fsync=True)
-        self.journal.open({**header, "schema_type": "quarantine"})
+    def __init__(self, journal: Journal, max_bytes: int, copy_bytes: int) -> None:
+        self.journal = journal
         self.max_bytes = max_bytes
         self.copy_bytes = copy_bytes
         self.count = 0
@@ -126,19 +124,37 @@ class Store:
         self.registry = Registry.from_config(self.config)
         self.root = os.path.realpath(str(data_root or self.config.recorder.data_root))
         self.root_fd = _durable.open_root(self.root)
-        self.internal_fd = _durable.open_dirs(self.root_fd, [INTERNAL_DIR], INTERNAL_DIR)
-        self._lock_fd = self._take_lock()
+        try:
+            self.internal_fd = _durable.open_dirs(self.root_fd, [INTERNAL_DIR], INTERNAL_DIR)
+        except RecorderError:
+            _durable.close(self.root_fd)
+            raise
+        try:
+            self._lock_fd = self._take_lock()
+        except RecorderError:
+            _durable.close(self.internal_fd)
+            _durable.close(self.root_fd)
+            raise
         state_fd = _durable.open_dirs(self.internal_fd, ["state"], f"{INTERNAL_DIR}/state")
         self.seq = _SeqLease(state_fd)
         self.env = runtime_env(self.config.digest)
         header = {"env": self.env}
         settings = self.config.recorder
-        self.quarantine = _Quarantine(self.internal_fd, header, settings.quarantine_max_bytes,
-                                      settings.quarantine_copy_bytes)
-        self._audit = Journal(self.internal_fd, "audit.jsonl", f"{INTERNAL_DIR}/audit.jsonl",
-                              hashing=True, fsync=True)
-        self._audit.open({**header, "schema_type": "recorder_audit"})
+        # The internal logs recover like any journal; what their own recovery
+        # did is recorded once the audit log is open.
+        early: list[tuple[str, dict[str, Any]]] = []
+
+        def defer(kind: str, details: dict[str, Any]) -> None:
+            early.append((kind, details))
+
+        self._audit, _ = open_journal(self.internal_fd, "audit.jsonl", f"{INTERNAL_DIR}/audit.jsonl",
+                                      {**header, "schema_type": "recorder_audit"}, defer, hashing=True, fsync=True)
         self._audit_lock = threading.Lock()
+        qj, _ = open_journal(self.internal_fd, "quarantine.jsonl", f"{INTERNAL_DIR}/quarantine.jsonl",
+                             {**header, "schema_type": "quarantine"}, defer, hashing=True, fsync=True)
+        self.quarantine = _Quarantine(qj, settings.quarantine_max_bytes, settings.quarantine_copy_bytes)
+        for kind, details in early:
+            self.event(kind, details)
         self.writers = {
             name: TypeWriter(spec, self.root_fd, header, settings.max_open_files, self.event, state_fd)
             for name, spec in self.registry.specs.items()

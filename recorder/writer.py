@@ -133,22 +133,10 @@ class TypeWriter:
         return j
 
     def _open_journal(self, dir_fd: int, name: str, rel: str) -> Journal:
-        j = Journal(dir_fd, name, rel, hashing=self.spec.hashing, fsync=self.spec.fsync)
         header = {**self.header, "schema_type": self.spec.name, "path": rel,
                   "hash": self.spec.config.hash, "created": iso_ns(time.time_ns())}
-        rec = j.open(header)
-        if rec.damaged is not None:
-            _durable.close(j.fd)
-            aside = f"{name}.damaged-{time.time_ns()}"
-            _durable.rename(dir_fd, name, aside, rel, read_only=True)
-            self.on_event("file_set_aside", {"path": rel, "moved_to": aside, "offset": rec.damaged.offset,
-                                             "reason": rec.damaged.reason})
-            j = Journal(dir_fd, name, rel, hashing=self.spec.hashing, fsync=self.spec.fsync)
-            rec2 = j.open({**header, "follows_damaged": aside})
-            rec = Recovery(damaged=rec.damaged, tail=rec2.tail)
-        if rec.cut_offset >= 0:
-            self.on_event("torn_tail_cut", {"path": rel, "offset": rec.cut_offset,
-                                            "bytes": len(rec.cut_bytes), "data": rec.cut_bytes})
+        j, rec = open_journal(dir_fd, name, rel, header, self.on_event,
+                              hashing=self.spec.hashing, fsync=self.spec.fsync)
         self.recovered[rel] = rec
         return j
 
@@ -187,3 +175,27 @@ def _read_all(fd: int) -> bytes:
     while chunk := os.read(fd, 1 << 16):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def open_journal(dir_fd: int, name: str, rel: str, header: dict[str, Any], on_event: EventSink, *,
+                 hashing: bool, fsync: bool) -> tuple[Journal, Recovery]:
+    """Open a journal, recovering its tail; a damaged file is set aside read-only.
+
+    What recovery cut and what was set aside are reported through ``on_event``
+    (the cut bytes with them, so they are kept, never silently deleted).
+    """
+    j = Journal(dir_fd, name, rel, hashing=hashing, fsync=fsync)
+    rec = j.open(header)
+    if rec.damaged is not None:
+        _durable.close(j.fd)
+        aside = f"{name}.damaged-{time.time_ns()}"
+        _durable.rename(dir_fd, name, aside, rel, read_only=True)
+        on_event("file_set_aside", {"path": rel, "moved_to": aside, "offset": rec.damaged.offset,
+                                    "line": rec.damaged.line, "reason": rec.damaged.reason})
+        j = Journal(dir_fd, name, rel, hashing=hashing, fsync=fsync)
+        rec2 = j.open({**header, "follows_damaged": aside})
+        rec = Recovery(damaged=rec.damaged, tail=rec2.tail)
+    if rec.cut_offset >= 0:
+        on_event("torn_tail_cut", {"path": rel, "offset": rec.cut_offset,
+                                   "bytes": len(rec.cut_bytes), "data": rec.cut_bytes})
+    return j, rec

@@ -29,8 +29,6 @@ def test_second_store_on_the_same_root_is_refused(tmp_path: Path) -> None:
         assert s.record(sample_message(), schema_type="a3cp_message") > 0
 
 
-@pytest.mark.xfail(strict=True, reason="store.py: Store.__init__ leaks root_fd and internal_fd when the lock is "
-                                       "refused (no cleanup around _take_lock)")
 def test_refused_store_leaks_no_file_descriptors(tmp_path: Path) -> None:
     """A refused second Store closes every descriptor it opened."""
     root = tmp_path / "data"
@@ -119,9 +117,6 @@ def test_records_of_each_type_land_in_their_template_path(tmp_path: Path) -> Non
     assert journal_path(root, "audit_event").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="store.py: Store.__init__ ignores the Recovery returned when opening "
-                                       "_recorder/audit.jsonl (and quarantine.jsonl); a damaged internal log is "
-                                       "appended to, from a GENESIS chain, instead of being set aside")
 def test_damaged_audit_log_is_set_aside(tmp_path: Path) -> None:
     """A changed byte in the recorder's own audit log sets it aside on start, and the new log verifies."""
     root = tmp_path / "data"
