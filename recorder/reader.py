@@ -6,7 +6,7 @@ import heapq
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,11 @@ def journal_files(paths: Iterable[str | Path], internal: bool = False) -> list[P
 
 
 def _ts(value: str | datetime | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value is None:
+        return None
+    t = value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
+    # A3CP times are UTC: a bound given without a zone (or as a bare date) means UTC.
+    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:

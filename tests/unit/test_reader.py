@@ -86,6 +86,24 @@ def test_read_filters(populated: tuple[Path, list[tuple[str, dict[str, Any]]]], 
     assert got == [(t, r) for t, r in sent if keep(t, r)]
 
 
+@pytest.mark.parametrize("since", ["2026-01-01T00:05:00", "2026-01-01T00:05", datetime(2026, 1, 1, 0, 5)],
+                         ids=["naive-str", "minutes", "naive-datetime"])
+def test_read_takes_bounds_without_zone_as_utc(populated: tuple[Path, list[tuple[str, dict[str, Any]]]],
+                                                since: Any) -> None:
+    """A since/until bound without a time zone is taken as UTC instead of failing to compare."""
+    root, sent = populated
+    got = [e["record"] for e in read(root, since=since)]
+    assert got == [r for _t, r in sent if r["timestamp"] >= timestamp(300)]
+
+
+def test_cli_read_accepts_a_bare_date(populated: tuple[Path, list[tuple[str, dict[str, Any]]]],
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`recorder read --until 2026-01-02` (a date, no zone) works and keeps the earlier records."""
+    root, sent = populated
+    assert main(["read", str(root), "--until", "2026-01-02"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(sent)
+
+
 def test_read_leaves_out_internal_logs(populated: tuple[Path, list[tuple[str, dict[str, Any]]]]) -> None:
     """read() of a data root yields records, not the recorder's own audit or quarantine lines."""
     root, sent = populated
