@@ -448,3 +448,36 @@ def test_reopen_refuses_to_continue_a_file_with_removed_lines(tmp_path: Path) ->
     aside = list(path.parent.glob("a3cp_message.jsonl.damaged-*"))
     assert [p.read_bytes() for p in aside] == [shortened]
     assert [e["record"] for e in read(root)] == [sample_message(i=9)]
+
+
+@pytest.mark.parametrize("into_last_batch", [1, 700_000, 1_300_000, 2_100_000])
+def test_torn_tail_is_found_behind_lines_larger_than_the_scan_chunk(tmp_path: Path, into_last_batch: int) -> None:
+    """Recovery finds the last commit even when lines are larger than the 1 MiB scan chunk."""
+    big = "x" * 700_000
+    ends = write_batches(tmp_path, [["a"], [big, big], [big, big, big]])
+    path = tmp_path / "j.jsonl"
+    full = path.read_bytes()
+    cut = ends[-2] + into_last_batch
+    assert cut < ends[-1]
+    path.write_bytes(full[:cut])
+    with opened(tmp_path) as (j, rec):
+        assert rec.damaged is None and rec.cut_offset == ends[-2]
+        assert j.last_seq == 3
+    assert path.read_bytes() == full[: ends[-2]]
+    assert verify_file(path) is None
+
+
+def test_files_closed_and_reopened_by_the_writer_stay_consistent(tmp_path: Path) -> None:
+    """With max_open_files = 1 the writer closes and reopens files constantly; every record is kept and verifies."""
+    text = default_config_text().replace("max_open_files = 128", "max_open_files = 1")
+    assert "max_open_files = 1 " in text
+    root = tmp_path / "data"
+    sent = []
+    with Store(parse_config(text, "lru.toml"), data_root=root) as s:
+        for i in range(12):
+            rec = sample_message(session=f"s{i % 3}", i=i)
+            s.record(rec, schema_type="a3cp_message")
+            sent.append(rec)
+    assert [e["record"] for e in read(root)] == sent
+    assert verify([root])[1] == []
+    assert not list(root.rglob("*.damaged-*"))
