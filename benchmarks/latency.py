@@ -136,6 +136,9 @@ def _all(args: argparse.Namespace) -> int:
     t_all = time.monotonic()
     progress(f"latency: {len(cases)} cases, {args.producers} producers, {args.seconds:g} s each "
              f"(+{args.warmup:g} s warm-up), data under {parent}")
+    disk = _fsync_probe(parent, 0.5 if args.quick else 1.5)
+    progress(f"disk probe ({parent}): 1 KB append + fdatasync p50 {disk['p50_us']:.0f} us, "
+             f"p99 {disk['p99_us']:.0f} us, p99.9 {disk['p99.9_us']:.0f} us, max {disk['max_us']:.0f} us")
     results: list[dict[str, Any]] = []
     failures: list[str] = []
     for i, (kind, rate) in enumerate(cases, 1):
@@ -160,7 +163,10 @@ def _all(args: argparse.Namespace) -> int:
         a = r["ack_ms"]
         progress(f"    {r['throughput_per_s']:,.0f} acked records/s; durable ack p50 {a['p50']:.3f} ms, "
                  f"p99 {a['p99']:.3f} ms, p99.9 {a['p99.9']:.3f} ms, max {a['max']:.3f} ms; "
-                 f"record() p50 {r['call_us']['p50']:.1f} us; batch mean {r['batch_mean']}")
+                 f"record() p50 {r['call_us']['p50']:.1f} us; batch mean {r['batch_mean']}; "
+                 f"other processes used {r['other_cpu_cores']:.2f} of {r['machine']['cpu_count']} CPUs")
+        if r["recorder_exit"] != 0:
+            progress(f"    note: the supervisor exited with {r['recorder_exit']} on SIGTERM (not a graceful stop)")
     rows = [_row(r, args.budget_ms) for r in results]
     over = [r for r in rows if r["kind"] in PACED and r["ack_p99_ms"] > args.budget_ms]
     payload = {
@@ -174,6 +180,7 @@ def _all(args: argparse.Namespace) -> int:
                      "sessions": args.sessions, "payload": args.payload, "max_pending_unpaced": args.max_pending,
                      "config": args.config or "default", "fsync": results[0]["durability"] if results else None},
         "machine": machine_info(parent),
+        "fsync_probe": disk,
         "summary": rows,
         "failed": failures,
         "results": results,
@@ -199,6 +206,12 @@ def _all(args: argparse.Namespace) -> int:
         ("recorder_cpu_pct", "recorder CPU %"), ("recorder_rss_mib", "RSS MiB"), ("budget", "budget"),
     ]))
     print()
+    print(f"1 KB append + fdatasync on the data filesystem just before: p50 {disk['p50_us']:.0f} µs, "
+          f"p99 {disk['p99_us']:.0f} µs, p99.9 {disk['p99.9_us']:.0f} µs, max {disk['max_us']:.0f} µs")
+    busy = [f"{r['label']} {r['other_cpu_cores']:.2f}" for r in results if r["other_cpu_cores"] > 0.2]
+    if busy:
+        print(f"machine busy: other processes used CPUs during the cases ({', '.join(busy)} of "
+              f"{m['cpu_count']}): latencies are pessimistic")
     _print_targets(rows)
     if plot is not None:
         print(f"plot: {plot}")
@@ -212,6 +225,27 @@ def _all(args: argparse.Namespace) -> int:
         print(f"FAILED cases: {', '.join(failures)}", file=sys.stderr)
         status = 1
     return status
+
+
+def _fsync_probe(parent: Path, seconds: float) -> dict[str, Any]:
+    """What the disk gives right now: 1 KB append + fdatasync latency, one at a time."""
+    fd, name = tempfile.mkstemp(prefix="fsync-probe-", dir=parent)
+    samples: list[int] = []
+    data = b"x" * 1023 + b"\n"
+    try:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter_ns()
+            os.write(fd, data)
+            os.fdatasync(fd)
+            samples.append(time.perf_counter_ns() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(name)
+    samples.sort()
+    q = _percentiles(samples, 1e3)
+    return {"ops": len(samples), "ops_per_s": round(len(samples) / seconds, 1),
+            **{f"{k}_us": v for k, v in q.items()}}
 
 
 def _row(r: dict[str, Any], budget_ms: float) -> dict[str, Any]:
@@ -303,6 +337,8 @@ def _cdf_points(hist: dict[str, Any]) -> tuple[list[float], list[float]]:
     total = sum(counts) or 1
     xs, ys, cum = [], [], 0
     for k, n in enumerate(counts):
+        if not cum and not n:
+            continue  # empty bins below the fastest value
         cum += n
         xs.append(hist["lo_us"] * 10 ** ((k + 1) / hist["per_decade"]))
         ys.append(cum / total)
@@ -351,6 +387,9 @@ def _one(args: argparse.Namespace) -> int:
         # Everyone is connected and warm: start together.
         stats0 = _recorder_stats(ready["control"])
         cpu0 = rec.cpu_times()
+        sup_proc = psutil.Process(sup.pid)
+        sup_cpu0, me_cpu0 = sup_proc.cpu_times(), psutil.Process().cpu_times()
+        sys0 = psutil.cpu_times()
         psutil.cpu_percent(None)
         sampler = _RssSampler(rec)
         sampler.start()
@@ -363,6 +402,8 @@ def _one(args: argparse.Namespace) -> int:
                 for i, q in enumerate(lines)]
         cpu1 = rec.cpu_times()
         sys_cpu = psutil.cpu_percent(None)
+        sys1 = psutil.cpu_times()
+        sup_cpu1, me_cpu1 = sup_proc.cpu_times(), psutil.Process().cpu_times()
         t_end = time.time()
         sampler.stop()
         stats1 = _recorder_stats(ready["control"])
@@ -382,6 +423,10 @@ def _one(args: argparse.Namespace) -> int:
         send_window = max(o["t_sent"] for o in outs) - start
         cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         wall = t_end - t_go
+        # CPU the rest of the machine took meanwhile (other users, tests): noise, reported.
+        busy = _busy(sys1) - _busy(sys0)
+        ours = (cpu_s + sum(o["cpu_s"] for o in outs) + _cpu(sup_cpu1) - _cpu(sup_cpu0)
+                + _cpu(me_cpu1) - _cpu(me_cpu0))
         t0, t1 = stats0["types"][SCHEMA_TYPE], stats1["types"][SCHEMA_TYPE]
         batches = t1["batches"] - t0["batches"]
         result = {
@@ -421,6 +466,8 @@ def _one(args: argparse.Namespace) -> int:
                               "acks_undeliverable") if k in stats1},
             },
             "system_cpu_pct": sys_cpu,
+            "other_cpu_cores": round(max(0.0, busy - ours) / wall, 2),
+            "loadavg": os.getloadavg(),
             "producer": {
                 "cpu_pct": [o["cpu_pct"] for o in outs],
                 "lag_max_ms": max(o["lag_max_ms"] for o in outs),
@@ -450,6 +497,16 @@ def _one(args: argparse.Namespace) -> int:
     result["recorder_exit"] = sup.returncode
     print(json.dumps(result))
     return 0
+
+
+def _cpu(t: Any) -> float:
+    return float(t.user + t.system)
+
+
+def _busy(t: Any) -> float:
+    """Busy CPU seconds of the whole machine (all CPUs) from psutil.cpu_times()."""
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    return float(sum(t) - idle - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0))
 
 
 def _line_reader(stream: IO[str] | None) -> queue.Queue[str | None]:
@@ -666,7 +723,7 @@ def _producer(argv: Sequence[str] | None = None) -> int:
     cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     out = {"index": a.index, "producer": c.producer, "records": records, "t_start": t_start, "t_sent": t_sent,
            "t_done": t_done, "lag_max_ms": round(lag_max * 1e3, 3), "late": late,
-           "cpu_pct": round(100 * cpu_s / (t_done - t_start), 1),
+           "cpu_pct": round(100 * cpu_s / (t_done - t_start), 1), "cpu_s": round(cpu_s, 3),
            "resent": c.counters["resent"] - counters0["resent"],
            "blocked": c.counters["blocked"] - counters0["blocked"]}
     c.close()
