@@ -351,14 +351,15 @@ def test_stored_values_are_what_the_producer_sent(tmp_path: Path) -> None:
 def test_metadata_conflicting_with_the_record_is_refused(store: Store, field: str, other: str) -> None:
     """Metadata that disagrees with the same field in the record is refused, naming the field."""
     with pytest.raises(ValidationError) as info:
-        store.record(sample_message(), schema_type="a3cp_message", **{field: other})
+        meta: dict[str, Any] = {field: other}
+        store.record(sample_message(), schema_type="a3cp_message", **meta)
     assert info.value.field == field
 
 
 def test_metadata_agreeing_with_the_record_is_accepted(store: Store) -> None:
     """Metadata equal to the record's own fields is accepted."""
     rec = sample_message()
-    fields = {k: rec[k] for k in ("user_id", "session_id", "schema_version", "record_id", "source")}
+    fields: dict[str, Any] = {k: rec[k] for k in ("user_id", "session_id", "schema_version", "record_id", "source")}
     assert store.record(rec, schema_type="a3cp_message", **fields) > 0
 
 

@@ -13,7 +13,7 @@ from conftest import CORPUS
 
 def corpus_bytes(module: str, which: str) -> bytes:
     """The bytes of ``a3cp-corpus/<module>/<which>.json``; skips the test if the corpus is absent."""
-    path = CORPUS / module / f"{which}.json"
+    path: Path = CORPUS / module / f"{which}.json"
     if not path.is_file():
         pytest.skip(f"A3CP corpus not found at {CORPUS} (it lives beside the repo, in ../shared)")
     return path.read_bytes()
