@@ -1,0 +1,1 @@
+"""On-disk formats a sealed segment can take besides its JSONL journal (one module per format)."""
