@@ -479,6 +479,9 @@ def _one(args: argparse.Namespace) -> int:
             "recorder": {
                 "pid": ready["pid"],
                 "cpu_s": round(cpu_s, 3),
+                "cpu_user_s": round(cpu1.user - cpu0.user, 3),
+                "cpu_system_s": round(cpu1.system - cpu0.system, 3),
+                "cpu_us_per_record": round(cpu_s / records * 1e6, 1) if records else None,
                 "cpu_pct": round(100 * cpu_s / wall, 1),
                 "rss_peak_mib": round(sampler.peak / 2**20, 1),
                 "rss_end_mib": round(sampler.last / 2**20, 1),
