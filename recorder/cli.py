@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except RecorderError as e:
+    except (RecorderError, ValueError) as e:
         print(f"recorder: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:

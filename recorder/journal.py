@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,10 +109,24 @@ class Journal:
         self.size = 0
         self.last_seq = 0
         self.synced_size = 0
+        self.records = 0  # lines after the header
+        self.prev_head = GENESIS
+        self.keep_cut: Callable[[int, bytes], None] | None = None
 
     # -- opening -------------------------------------------------------
-    def open(self, header: dict[str, Any]) -> Recovery:
-        """Open (creating or recovering) the file; returns what recovery did."""
+    def open(self, header: dict[str, Any], prev_head: str = GENESIS,
+             keep_cut: Callable[[int, bytes], None] | None = None) -> Recovery:
+        """Open (creating or recovering) the file; returns what recovery did.
+
+        Args:
+            header: fields of the header line written to a new file.
+            prev_head: the chain head this file continues (the previous
+                segment's), written as the header's ``prev``.
+            keep_cut: called with (offset, bytes) before a torn tail is cut,
+                so the bytes are kept before they leave the file.
+        """
+        self.prev_head = prev_head
+        self.keep_cut = keep_cut
         fd, created = _durable.open_append(self.dir_fd, self.name, self.label)
         self.fd = fd
         size = os.fstat(fd).st_size
@@ -132,7 +147,7 @@ class Journal:
         # is gone (set aside or cut to nothing): it must not vouch for this one.
         _durable.unlink(self.dir_fd, self.name + ".head", self.label + ".head")
         body = msgspec.json.encode({"recorder_journal": FORMAT_VERSION, **header})[:-1]
-        line, h = seal_line(body, GENESIS, self.hashing, commit=True)
+        line, h = seal_line(body, self.prev_head, self.hashing, commit=True)
         _durable.append(self.fd, line, self.label)
         _durable.sync(self.fd, self.label)
         self.head, self.size, self.synced_size = h, len(line), len(line)
@@ -171,6 +186,7 @@ class Journal:
         # Everything up to the last commit was acknowledged: any damage there
         # (or a checkpoint it no longer matches) sets the file aside.
         n_committed, bad = self._check_committed(rfd, good_end)
+        self.records = max(0, n_committed - 1)
         if bad is not None:
             rec.damaged = bad
             return rec
@@ -199,6 +215,8 @@ class Journal:
         if good_end < size:
             rec.cut_offset = good_end
             rec.cut_bytes = os.pread(rfd, size - good_end, good_end)
+            if self.keep_cut is not None:
+                self.keep_cut(good_end, rec.cut_bytes)  # kept first: a crash here loses nothing
             _durable.truncate(self.fd, good_end, self.label)
         del partial
         return rec
@@ -208,6 +226,7 @@ class Journal:
         anchor = self._read_anchor() if self.hashing else None
         if isinstance(anchor, CorruptionError):
             return 0, anchor
+
         prev, n, offset, pos, rest = GENESIS.encode(), 0, 0, 0, b""
         vouched = anchor is None
         while pos < end:
@@ -219,6 +238,8 @@ class Journal:
             rest = parts.pop()
             for ln in parts:
                 n += 1
+                if n == 1 and self.hashing:
+                    prev = ln[:-_SUFFIX][-66:-2]  # the header continues whatever chain it names
                 reason, h = _check_chained(ln, prev) if self.hashing else (check_line(ln, False)[1], b"")
                 if reason:
                     return n, CorruptionError(self.label, n, offset, reason)
@@ -274,6 +295,7 @@ class Journal:
         self.head = head
         self.size += len(data)
         self.synced_size = self.size
+        self.records += len(bodies)
 
     def checkpoint(self) -> bytes:
         """The head anchor kept beside the file: the line ending at ``size`` hashes to ``head``."""

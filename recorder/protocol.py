@@ -108,10 +108,16 @@ def encode(frame: Record | _Control) -> bytes:
 
 def decode_record(data: bytes) -> Record:
     """Decode a record frame; raises msgspec.DecodeError/ValidationError if malformed."""
-    return _rec_dec.decode(data)
+    try:
+        return _rec_dec.decode(data)
+    except UnicodeDecodeError as e:  # msgpack strings that are not UTF-8
+        raise msgspec.DecodeError(f"invalid UTF-8 in frame: {e}") from e
 
 
 def decode_control(data: bytes) -> _Control:
     """Decode a control frame; raises msgspec.DecodeError/ValidationError if malformed."""
-    msg: _Control = _ctl_dec.decode(data)
+    try:
+        msg: _Control = _ctl_dec.decode(data)
+    except UnicodeDecodeError as e:
+        raise msgspec.DecodeError(f"invalid UTF-8 in frame: {e}") from e
     return msg

@@ -143,10 +143,19 @@ def verify_file(path: str | Path, progress: Progress | None = None) -> Problem |
                 if head.get("hash") not in ("sha256", "none", None):
                     return Problem(path, 1, 0, f"unknown hash algorithm {head.get('hash')!r}")
                 hashing = head.get("hash", "sha256") != "none"
+                chained = "h" in head or "prev" in head
+                if not hashing and chained:
+                    return Problem(path, 1, 0, "header says hash 'none' but carries a hash chain: it was altered")
+                if hashing and not chained:
+                    return Problem(path, 1, 0, "header lacks its hash fields")
             obj, reason = check_line(body, hashing)
             if obj is None:
                 return Problem(path, n, start, reason)
+            if not hashing and ("h" in obj or "prev" in obj):
+                return Problem(path, n, start, "line carries a hash chain in a journal whose header says 'none'")
             if hashing:
+                if n == 1:
+                    prev = str(obj.get("prev"))  # the chain this file continues (checked across segments)
                 if obj.get("prev") != prev:
                     what = "the line before it was removed or replaced" if n > 1 else "unexpected chain start"
                     return Problem(path, n, start, f"chain broken: {what}")

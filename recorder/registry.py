@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -14,11 +15,14 @@ from .exceptions import ConfigError, UnknownSchemaError, ValidationError
 __all__ = ["Registry", "TypeSpec", "parse_version"]
 
 
+_VERSION = re.compile(r"(0|[1-9][0-9]{0,5})(\.(0|[1-9][0-9]{0,5})){0,2}", re.ASCII)
+
+
 def parse_version(text: str) -> tuple[int, ...]:
     """``"1.0.1"`` -> ``(1, 0, 1)``; raises ValueError on anything else."""
+    if not _VERSION.fullmatch(text):
+        raise ValueError(f"{text!r} is not MAJOR[.MINOR[.PATCH]] (ASCII digits, no leading zeros)")
     parts = text.split(".")
-    if not 1 <= len(parts) <= 3 or not all(p.isdigit() and len(p) <= 6 for p in parts):
-        raise ValueError(f"{text!r} is not MAJOR[.MINOR[.PATCH]]")
     return tuple(int(p) for p in parts)
 
 
@@ -48,9 +52,10 @@ class TypeSpec:
     models: tuple[tuple[tuple[int, ...], type[BaseModel]], ...]  # longest prefix first
     denied_fields: frozenset[str]
     denied_prefixes: tuple[str, ...]
-    #: every denied name and prefix as bytes: the common case (none present)
-    #: costs a few fast substring scans of the record's bytes
+    #: every denied name (exact) and prefix (any case) as bytes: the common
+    #: case, none present, costs a few fast substring scans
     needles: tuple[bytes, ...] = ()
+    prefix_needles: tuple[bytes, ...] = ()  # lower case, searched in the lowered record
     _by_version: dict[str, type[BaseModel]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -142,8 +147,9 @@ class Registry:
                 accepted=accepted,
                 models=tuple(models),
                 denied_fields=frozenset(tc.denied_fields),
-                denied_prefixes=tuple(tc.denied_prefixes),
-                needles=_needles([*tc.denied_fields, *tc.denied_prefixes]),
+                denied_prefixes=tuple(p.lower() for p in tc.denied_prefixes),
+                needles=_needles(tc.denied_fields),
+                prefix_needles=_needles([p.lower() for p in tc.denied_prefixes]),
             )
         names = sorted(specs)
         for i, a in enumerate(names):
@@ -158,6 +164,15 @@ class Registry:
                         f"{specs[a].template.text!r}; put {{schema_type}} or a distinct literal in it",
                     )
         return cls(specs)
+
+    def denied(self, schema_type: str) -> tuple[frozenset[str], tuple[str, ...]]:
+        """Denied names and prefixes for ``schema_type``; for an unknown type, those of every type."""
+        spec = self.specs.get(schema_type)
+        if spec is not None:
+            return spec.denied_fields, spec.denied_prefixes
+        names = frozenset().union(*(s.denied_fields for s in self.specs.values()))
+        prefixes = tuple(sorted({p for s in self.specs.values() for p in s.denied_prefixes}))
+        return names, prefixes
 
     def get(self, schema_type: str) -> TypeSpec:
         """The spec of ``schema_type``; raises UnknownSchemaError if unregistered."""

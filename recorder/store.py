@@ -21,7 +21,7 @@ from ._env import iso_ms_now, iso_ns, runtime_env
 from .config import Config, load_config
 from .exceptions import RecorderError, StorageFull, ValidationError
 from .journal import Journal
-from .registry import Registry, TypeSpec
+from .registry import Registry
 from .validation import Accepted, Meta, encode_record, quarantine_copy, safe_json, validate
 from .writer import Entry, TypeWriter, open_journal
 
@@ -76,9 +76,9 @@ class _Quarantine:
         self.dropped = 0
         self.lock = threading.Lock()
 
-    def add(self, spec: TypeSpec | None, schema_type: str, raw: bytes, err: RecorderError,
-            producer: str, pseq: int, origin: str) -> None:
-        excerpt, size, digest = quarantine_copy(spec, raw, self.copy_bytes)
+    def add(self, denied: tuple[frozenset[str], tuple[str, ...]], schema_type: str, raw: bytes,
+            err: RecorderError, producer: str, pseq: int, origin: str) -> None:
+        excerpt, size, digest = quarantine_copy(*denied, raw, self.copy_bytes)
         line = {
             "seq": 0,
             "received": iso_ns(time.time_ns()),
@@ -215,8 +215,7 @@ class Store:
     def reject(self, meta_type: str, raw: bytes, err: RecorderError, producer: str = "inproc",
                pseq: int = 0, origin: str = "in-process") -> None:
         """Put rejected input into the quarantine log."""
-        spec = self.registry.specs.get(meta_type)
-        self.quarantine.add(spec, meta_type, raw, err, producer, pseq, origin)
+        self.quarantine.add(self.registry.denied(meta_type), meta_type, raw, err, producer, pseq, origin)
 
     def record(self, record: BaseModel | dict[str, Any] | bytes, *, schema_type: str | None = None,
                producer: str = "inproc", pseq: int = 0, **meta: Any) -> int:

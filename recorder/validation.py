@@ -98,13 +98,14 @@ def _scan(spec: TypeSpec, obj: Any, path: str, depth: int, max_depth: int) -> No
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
             _scan(spec, v, f"{path}[{i}]", depth + 1, max_depth)
-    elif isinstance(obj, str) and spec.denied_prefixes and obj.startswith(spec.denied_prefixes):
+    elif isinstance(obj, str) and spec.denied_prefixes and obj[:_PREFIX_MAX].lower().startswith(spec.denied_prefixes):
         raise DeniedFieldError(spec.name, path, f"value starts with a denied prefix ({obj[:11]!r}...)")
 
 
 # A \u escape of a printable ASCII character can spell a denied name or
 # prefix that a plain byte test would not see (``"frame\u005fdata"``).
 _ASCII_ESCAPE = re.compile(rb"\\u00[2-7][0-9a-fA-F]")
+_PREFIX_MAX = 64  # longest denied prefix looked at (data: URLs are short)
 
 
 def _needs_scan(spec: TypeSpec, raw: bytes, max_depth: int = 32) -> bool:
@@ -114,7 +115,16 @@ def _needs_scan(spec: TypeSpec, raw: bytes, max_depth: int = 32) -> bool:
         return True
     if b"\\u00" in raw and _ASCII_ESCAPE.search(raw):
         return True
-    return any(n in raw for n in spec.needles)
+    if any(n in raw for n in spec.needles):
+        return True
+    return bool(spec.prefix_needles) and any(n in raw.lower() for n in spec.prefix_needles)
+
+
+def _stored(raw: bytes, obj: dict[str, Any]) -> bytes:
+    """The bytes to store: the producer's own when they fit on one line, else re-encoded."""
+    if b"\n" in raw or b"\r" in raw or b"\xe2\x80\xa8" in raw or b"\xe2\x80\xa9" in raw or b"\xc2\x85" in raw:
+        return safe_json(obj)  # pretty-printed, or a character some readers split lines at
+    return raw.strip(b" \t")
 
 
 def _pick(spec: TypeSpec, obj: dict[str, Any], meta: Meta, name: str) -> Any:
@@ -189,25 +199,31 @@ def validate(spec: TypeSpec, raw: bytes, meta: Meta, max_depth: int = 32) -> Acc
         "action_id": meta.action_id,
         "tags": meta.tags,
     }
-    return Accepted(spec, fields, safe_json(obj), values)
+    return Accepted(spec, fields, _stored(raw, obj), values)
 
 
-def quarantine_copy(spec: TypeSpec | None, raw: bytes, limit: int) -> tuple[str | None, int, str]:
+def quarantine_copy(denied: frozenset[str], prefixes: tuple[str, ...], raw: bytes,
+                    limit: int) -> tuple[str | None, int, str]:
     """A bounded copy of rejected input with denied values replaced by their size and hash.
+
+    Args:
+        denied: field names whose values never reach any log.
+        prefixes: lower-case value prefixes (``data:image/``) treated the same.
+        raw: the rejected input.
+        limit: most bytes of the copy (cut at a character boundary).
 
     Returns (excerpt or None, size, sha256). Input that cannot be parsed but
     mentions a denied name or prefix keeps no bytes at all.
     """
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-    denied = spec.denied_fields if spec else frozenset()
-    prefixes = spec.denied_prefixes if spec else ()
     try:
         obj = msgspec.json.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
-        if (any(f.encode() in raw for f in denied) or any(p.encode() in raw for p in prefixes)
-                or b"data:" in raw or _ASCII_ESCAPE.search(raw)):
+        low = raw.lower()
+        if (any(f.encode() in raw for f in denied) or any(p.encode() in low for p in prefixes)
+                or b"data:" in low or _ASCII_ESCAPE.search(raw)):
             return None, len(raw), digest
-        return raw[:limit].decode("utf-8", "replace"), len(raw), digest
+        return raw[:limit].decode("utf-8", "ignore"), len(raw), digest
 
     def redact(o: Any, depth: int = 0) -> Any:
         if depth > 64:
@@ -216,12 +232,12 @@ def quarantine_copy(spec: TypeSpec | None, raw: bytes, limit: int) -> tuple[str 
             return {k: (_stub(v) if k in denied else redact(v, depth + 1)) for k, v in o.items()}
         if isinstance(o, list):
             return [redact(v, depth + 1) for v in o]
-        if isinstance(o, str) and (o.startswith(prefixes) or o.startswith("data:")):
+        if isinstance(o, str) and (o[:_PREFIX_MAX].lower().startswith(prefixes) or o[:5].lower() == "data:"):
             return _stub(o)
         return o
 
-    text = safe_json(redact(obj)).decode()
-    return text[:limit], len(raw), digest
+    text = safe_json(redact(obj))
+    return text[:limit].decode("utf-8", "ignore"), len(raw), digest
 
 
 def _stub(value: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from . import _durable
 from ._env import iso_ns
 from .exceptions import DurabilityError, StorageFull
-from .journal import Journal, Recovery
+from .journal import GENESIS, Journal, Recovery
 from .registry import TypeSpec
 from .validation import Accepted, safe_json
 
@@ -178,14 +178,17 @@ def _read_all(fd: int) -> bytes:
 
 
 def open_journal(dir_fd: int, name: str, rel: str, header: dict[str, Any], on_event: EventSink, *,
-                 hashing: bool, fsync: bool) -> tuple[Journal, Recovery]:
+                 hashing: bool, fsync: bool, prev_head: str = GENESIS) -> tuple[Journal, Recovery]:
     """Open a journal, recovering its tail; a damaged file is set aside read-only.
 
     What recovery cut and what was set aside are reported through ``on_event``
     (the cut bytes with them, so they are kept, never silently deleted).
     """
+    def keep(offset: int, data: bytes) -> None:
+        on_event("torn_tail_cut", {"path": rel, "offset": offset, "bytes": len(data), "data": data})
+
     j = Journal(dir_fd, name, rel, hashing=hashing, fsync=fsync)
-    rec = j.open(header)
+    rec = j.open(header, prev_head, keep_cut=keep)
     if rec.damaged is not None:
         _durable.close(j.fd)
         aside = f"{name}.damaged-{time.time_ns()}"
@@ -193,9 +196,6 @@ def open_journal(dir_fd: int, name: str, rel: str, header: dict[str, Any], on_ev
         on_event("file_set_aside", {"path": rel, "moved_to": aside, "offset": rec.damaged.offset,
                                     "line": rec.damaged.line, "reason": rec.damaged.reason})
         j = Journal(dir_fd, name, rel, hashing=hashing, fsync=fsync)
-        rec2 = j.open({**header, "follows_damaged": aside})
+        rec2 = j.open({**header, "follows_damaged": aside}, prev_head)
         rec = Recovery(damaged=rec.damaged, tail=rec2.tail)
-    if rec.cut_offset >= 0:
-        on_event("torn_tail_cut", {"path": rel, "offset": rec.cut_offset,
-                                   "bytes": len(rec.cut_bytes), "data": rec.cut_bytes})
     return j, rec

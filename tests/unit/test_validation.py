@@ -429,8 +429,6 @@ def test_denied_field_in_unparseable_input_is_not_copied(tmp_path: Path) -> None
     assert SECRET.encode() not in all_bytes(root)
 
 
-@pytest.mark.xfail(strict=True, reason="store.py: Store.reject passes spec=None for an unregistered schema type, "
-                                       "so quarantine_copy redacts no denied field names and their values are copied")
 def test_denied_field_of_an_unknown_type_never_reaches_the_quarantine(tmp_path: Path) -> None:
     """A record of an unregistered type that carries a denied field keeps that field's value out of the quarantine."""
     root = tmp_path / "data"
