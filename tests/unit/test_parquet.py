@@ -667,3 +667,15 @@ def test_an_io_error_while_publishing_is_wrapped_and_cleans_up(
     with pytest.raises(exc):
         parquet.write(dir_fd, "s_000.parquet", table_of_messages(), "s")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_inside_the_parquet_writer_is_storage_full(
+        tmp_path: Path, dir_fd: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC raised while pyarrow writes the temp file surfaces as StorageFull and leaves no file behind."""
+    def full(self: Any, data: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(parquet._HashingWriter, "write", full)
+    with pytest.raises(StorageFull):
+        parquet.write(dir_fd, "s_000.parquet", table_of_messages(), "s")
+    assert os.listdir(tmp_path) == []
