@@ -419,9 +419,28 @@ def _bind(node: _Node, b: _Builder) -> _Add:
     return lambda v: values.append(v if type(v) is exact else conv(v))
 
 
+class _Never:
+    """A type no JSON value has."""
+
+
+def _fast(node: _Node, b: _Builder) -> tuple[type, list[Any]]:
+    """(exact type, values list) for appending a leaf's already-typed values inline.
+
+    Leaves without an exact type, and other nodes, get a type no value has,
+    so the inline test never passes for them.
+    """
+    if node.kind == "leaf" and node.exact is not None and isinstance(b, _LeafBuilder):
+        return node.exact, b.values
+    return _Never, []
+
+
+# The adders below inline the append of already-typed leaf values (most of
+# them): a function call per leaf would double the cost of a conversion.
+
 def _bind_struct(node: _Node, b: _Builder) -> _Add:
     assert isinstance(b, _StructBuilder)
-    steps = [(key, name, _bind(n, b.children[key]), b.children[key], n.nullable) for key, name, n in node.fields]
+    steps = [(key, name, _bind(n, b.children[key]), b.children[key], n.nullable, *_fast(n, b.children[key]))
+             for key, name, n in node.fields]
     mine = {key for key, _, _ in node.fields}
     known = frozenset(mine | {name for _, name, _ in node.fields})
     absent = [c for k, c in b.children.items() if k not in mine and (k != EXTRA or not node.extra)]
@@ -431,20 +450,22 @@ def _bind_struct(node: _Node, b: _Builder) -> _Add:
     def add(value: Any) -> None:
         if not isinstance(value, dict):
             raise Bad(f"expected an object, got {type(value).__name__}")
-        for key, name, add_child, child, nullable in steps:
+        for key, name, add_child, child, nullable, exact, values in steps:
             v = value.get(key)
             if v is None and name != key:
                 v = value.get(name)  # populate_by_name: the field under its own name
-            if v is None:
+            if type(v) is exact:
+                values.append(v)
+            elif v is None:
                 if not nullable:
                     raise Bad("missing, but the model requires it", f".{key}")
                 child.null()
-                continue
-            try:
-                add_child(v)
-            except Bad as e:
-                e.path.insert(0, f".{key}")
-                raise
+            else:
+                try:
+                    add_child(v)
+                except Bad as e:
+                    e.path.insert(0, f".{key}")
+                    raise
         for child in absent:
             child.null()
         if extra is not None:
@@ -458,19 +479,27 @@ def _bind_struct(node: _Node, b: _Builder) -> _Add:
 def _bind_list(node: _Node, b: _Builder) -> _Add:
     assert isinstance(b, _ListBuilder) and node.item is not None
     item, add_item, nullable = b.item, _bind(node.item, b.item), node.item.nullable
+    exact, values = _fast(node.item, b.item)
     offsets, mask = b.offsets, b.mask
+
+    def add_null() -> None:
+        if not nullable:
+            raise Bad("null, but the model does not allow it")
+        item.null()
+
     if node.kind == "list":
         def add(value: Any) -> None:
             if not isinstance(value, list):
                 raise Bad(f"expected an array, got {type(value).__name__}")
             for i, v in enumerate(value):
+                if type(v) is exact:
+                    values.append(v)
+                    continue
                 try:
                     if v is not None:
                         add_item(v)
-                    elif nullable:
-                        item.null()
                     else:
-                        raise Bad("null, but the model does not allow it")
+                        add_null()
                 except Bad as e:
                     e.path.insert(0, f"[{i}]")
                     raise
@@ -481,19 +510,23 @@ def _bind_list(node: _Node, b: _Builder) -> _Add:
 
     assert isinstance(b, _MapBuilder) and node.key is not None
     add_key = _bind(node.key, b.key)
+    key_exact, keys = _fast(node.key, b.key)
 
     def add_map(value: Any) -> None:
         if not isinstance(value, dict):
             raise Bad(f"expected an object, got {type(value).__name__}")
         for k, v in value.items():
             try:
-                add_key(k)
-                if v is not None:
-                    add_item(v)
-                elif nullable:
-                    item.null()
+                if type(k) is key_exact:
+                    keys.append(k)
                 else:
-                    raise Bad("null, but the model does not allow it")
+                    add_key(k)
+                if type(v) is exact:
+                    values.append(v)
+                elif v is not None:
+                    add_item(v)
+                else:
+                    add_null()
             except Bad as e:
                 e.path.insert(0, f"[{k!r}]")
                 raise
@@ -501,7 +534,6 @@ def _bind_list(node: _Node, b: _Builder) -> _Add:
         mask.append(False)
 
     return add_map
-
 
 
 # -- unifying the schemas of several versions ---------------------------------------

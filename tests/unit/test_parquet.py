@@ -324,6 +324,19 @@ def test_a_required_field_missing_from_a_line_is_refused() -> None:
     assert info.value.field == "record.capture_id" and "line seq 7" in info.value.reason
 
 
+@pytest.mark.parametrize("field,value,path", [
+    ("raw_features_ref", {"uri": "u", "hash": "sha256:0", "encoding": "e", "shape": [42, None], "dtype": "f",
+                          "format": "npz"}, "record.raw_features_ref.shape[1]"),
+    ("classifier_output", {"unknown": None}, "record.classifier_output['unknown']"),
+])
+def test_a_null_item_the_model_does_not_allow_is_refused(field: str, value: Any, path: str) -> None:
+    """A null inside a list or map whose items may not be null is refused, naming the index or key."""
+    rec = dict(sample_message(i=0), **{field: value})
+    with pytest.raises(ValidationError) as info:
+        parquet.to_table([envelope(rec, 3)], A3CP_MODELS)
+    assert info.value.field == path and "line seq 3" in info.value.reason
+
+
 def test_lines_of_several_types_or_none_are_refused() -> None:
     """One table holds one schema type, and needs at least one line to know its schema."""
     with pytest.raises(ValidationError, match="one file holds one type"):
