@@ -265,7 +265,8 @@ def _model_node(model: type[BaseModel], stack: tuple[type[BaseModel], ...] = ())
     for name, info in model.model_fields.items():
         n = _node(info.annotation, list(info.metadata), (*stack, model))
         fields.append((_key(name, info), name, n.with_nullable(n.nullable or not info.is_required())))
-    extra = model.model_config.get("extra") != "forbid"
+    # Parquet has no empty struct: a model without fields keeps an _extra column too
+    extra = model.model_config.get("extra") != "forbid" or not fields
     arrow = [pa.field(k, n.type, n.nullable) for k, _, n in fields]
     if extra:
         arrow.append(pa.field(EXTRA, pa.string(), True))
@@ -352,8 +353,6 @@ class _StructBuilder(_Builder):
             c.filler() if not f.nullable else c.null()
 
     def finish(self) -> Any:
-        if not self.fields:
-            return pa.array([None if m else {} for m in self.mask], self.type)
         arrays = [self.children[f.name].finish() for f in self.fields]
         return pa.StructArray.from_arrays(arrays, fields=self.fields, mask=_mask(self.mask))
 

@@ -50,8 +50,9 @@ Decisions:
 - Nullability follows the model: a field is not null only when it is
   required and its type excludes None. Absent optional fields are null,
   not their model default: a row holds what the journal holds.
-- Every model that does not forbid extra fields gets one more column,
-  ``_extra``: the keys its fields do not declare, as a JSON object, or null.
+- Every model that does not forbid extra fields (and one without fields:
+  Parquet has no empty struct) gets one more column, ``_extra``: the keys
+  its fields do not declare, as a JSON object, or null when there are none.
 - Values the model accepted in lax form (``"3"`` for an int, ``1`` for a
   bool, an epoch number for a datetime) are converted as pydantic converts
   them; no record is validated again.

@@ -470,6 +470,24 @@ def test_absent_optional_structs_with_required_fields_write_and_read_back_as_nul
     assert row["raw_features_ref"] is None and row["classifier_output"] is None
 
 
+class Empty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HoldsEmpty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    empty: Empty | None = None
+
+
+def test_a_model_without_fields_still_writes(tmp_path: Path, dir_fd: int) -> None:
+    """A field-less nested model keeps an ``_extra`` column, since Parquet cannot store an empty struct."""
+    envs = [envelope({"empty": {}}, 1, "e"), envelope({}, 2, "e")]
+    parquet.write(dir_fd, "e.parquet", parquet.to_table(envs, lambda v: HoldsEmpty), "e")
+    rows = pq.read_table(tmp_path / "e.parquet").column("record").to_pylist()
+    assert rows == [{"empty": {EXTRA: None}}, {"empty": None}]
+
+
 # -- evolution ---------------------------------------------------------------------------
 
 def mixed_segment() -> list[dict[str, Any]]:
