@@ -11,7 +11,7 @@ A file holds one row per record line of the journal, in journal order::
     schema_type     string not null
     schema_version  string not null
     record_id       string not null
-    timestamp       timestamp[us, UTC]      the record's ``timestamp``, parsed
+    timestamp       timestamp[us, UTC]      the record's ``timestamp`` parsed (null if not a time)
     user_id         string not null
     session_id      string
     source          string
@@ -37,6 +37,8 @@ Decisions:
   X, ``int | float`` -> float64. ``Any``, ``dict[str, Any]``, bare ``dict``,
   other unions and every type not listed become a string column holding the
   value as compact JSON text (JSON ``null`` is stored as null).
+  A column is named by the field's JSON key (its alias, if it has one); a
+  model nested in itself is a JSON column below its first level.
 - UUIDs (``uuid.UUID``, or a ``str`` whose pattern accepts canonical UUIDs
   and refuses malformed ones, like ``a3cp.Uuid``) become the canonical
   ``arrow.uuid`` extension type: 16 bytes, the Parquet UUID logical type,
