@@ -191,12 +191,14 @@ def publish(dir_fd: int, name: str, write: Callable[[BinaryIO], None], label: st
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         fault("before_dir_fsync")
         os.fsync(dir_fd)
-    except OSError as e:
+    except BaseException as e:
         try:
             os.unlink(tmp, dir_fd=dir_fd)
         except OSError:
             pass  # the original error is the one worth reporting
-        raise _wrap(e, label, "publish") from e
+        if isinstance(e, OSError):
+            raise _wrap(e, label, "publish") from e
+        raise
 
 
 def unlink(dir_fd: int, name: str, label: str) -> None:

@@ -24,6 +24,7 @@ __all__ = ["RecorderSettings", "TypeConfig", "Config", "load_config", "default_c
 Format = Literal["jsonl", "parquet"]
 Durability = Literal["fsync", "os"]
 HashName = Literal["sha256", "none"]
+OnLimit = Literal["reject", "delete_oldest"]
 
 
 class TypeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -39,6 +40,16 @@ class TypeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     denied_fields: list[str] = []
     denied_prefixes: list[str] = []
     hash: HashName = "sha256"
+    # segments (a template with {segment} is required for any of these)
+    rotate_bytes: int = 0
+    rotate_records: int = 0
+    rotate_age_s: float = 0.0
+    session_idle_s: float = 0.0
+    keep_journal: bool = False
+    # storage limits and retention
+    max_bytes: int = 0
+    retention_s: float = 0.0
+    on_limit: OnLimit = "reject"
 
 
 class RecorderSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -53,6 +64,9 @@ class RecorderSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     quarantine_max_bytes: int = 64 << 20
     quarantine_copy_bytes: int = 2048
     max_depth: int = 32
+    max_total_bytes: int = 0
+    min_free_bytes: int = 64 << 20
+    session_end_event: str = "session_end"
 
 
 class Config(msgspec.Struct, kw_only=True):
@@ -85,6 +99,7 @@ def _convert(table: Any, cls: type[Any], source: str, prefix: str) -> Any:
 
 
 _POSITIVE = ("max_record_bytes",)
+_NON_NEGATIVE = ("rotate_bytes", "rotate_records", "rotate_age_s", "session_idle_s", "max_bytes", "retention_s")
 _RECORDER_POSITIVE = (
     "max_message_bytes",
     "max_open_files",
@@ -137,6 +152,9 @@ def parse_config(text: str, source: str) -> Config:
             for key in _POSITIVE:
                 if getattr(tc, key) <= 0:
                     raise ConfigError(source, f"{prefix}.{key}", "must be a positive integer")
+            for key in _NON_NEGATIVE:
+                if getattr(tc, key) < 0:
+                    raise ConfigError(source, f"{prefix}.{key}", "must be 0 (off) or positive")
         except ConfigError as e:
             blamed = _blame_defaults(e, prefix, table, defaults)
             if blamed is e:

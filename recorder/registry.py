@@ -122,10 +122,18 @@ class Registry:
                 template = Template.parse(tc.path)
             except ValueError as e:
                 raise ConfigError(src, f"{key}.path", str(e)) from e
-            if tc.format == "parquet":
-                raise ConfigError(src, f"{key}.format", "'parquet' is not supported yet (segments issue)")
-            if not template.text.endswith(".jsonl"):
-                raise ConfigError(src, f"{key}.path", "a jsonl type's path must end with '.jsonl'")
+            ext = ".parquet" if tc.format == "parquet" else ".jsonl"
+            if not template.text.endswith(ext):
+                raise ConfigError(src, f"{key}.path", f"a {tc.format} type's path must end with '{ext}'")
+            segmented = "segment" in template.fields
+            if segmented and "{segment" in template.text.rsplit("/", 1)[0]:
+                raise ConfigError(src, f"{key}.path", "{segment} belongs in the file name, not a directory")
+            if segmented and any(c.isdigit() for c in template.text.rsplit("}", 1)[-1]):
+                raise ConfigError(src, f"{key}.path", "no digits may follow the last placeholder after {segment}")
+            wants = [k for k in ("rotate_bytes", "rotate_records", "rotate_age_s", "session_idle_s")
+                     if getattr(tc, k)] + (["format = 'parquet'"] if tc.format == "parquet" else [])
+            if wants and not segmented:
+                raise ConfigError(src, f"{key}.path", f"{wants[0]} needs a {{segment}} placeholder in the path")
             try:
                 accepted = tuple(parse_version(v) for v in tc.versions)
             except ValueError as e:

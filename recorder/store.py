@@ -11,6 +11,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from .exceptions import RecorderError, StorageFull, ValidationError
 from .journal import Journal
 from .registry import Registry
 from .validation import Accepted, Meta, encode_record, quarantine_copy, safe_json, validate
+from .catalog import Catalog
+from .segments import Sealer, Usage
 from .writer import Entry, TypeWriter, open_journal
 
 __all__ = ["Store", "INTERNAL_DIR"]
@@ -155,11 +158,21 @@ class Store:
         self.quarantine = _Quarantine(qj, settings.quarantine_max_bytes, settings.quarantine_copy_bytes)
         for kind, details in early:
             self.event(kind, details)
+        self.catalog = Catalog(self.internal_fd, header)
+        self.usage = Usage()
+        self.sealer = Sealer(self.root_fd, self.registry, self.catalog, self.usage, self.event)
+        self._free: tuple[float, int] = (0.0, 0)
         self.writers = {
-            name: TypeWriter(spec, self.root_fd, header, settings.max_open_files, self.event, state_fd)
+            name: TypeWriter(spec, self.root_fd, header, settings.max_open_files, self.event, state_fd,
+                             seal=self._submit_seal, admit=self.admit, usage=self.usage.add)
             for name, spec in self.registry.specs.items()
         }
+        self.sealer.finished = {name: w.finished for name, w in self.writers.items()}
         self._state_fd = state_fd
+        for seg in self.catalog.search(include_deleted=False):
+            m = seg.manifest
+            self.usage.add(m["schema_type"], m.get("parquet", {}).get("bytes", 0)
+                           + (m["bytes"] if m["state"] == "sealed" or m.get("journal_kept") else 0))
         #: producer id -> sequence numbers found in the tails of active files
         self.on_disk: dict[str, set[int]] = {}
         for w in self.writers.values():
@@ -167,6 +180,9 @@ class Store:
                 producer, pseq = line.get("producer"), line.get("pseq")
                 if isinstance(producer, str) and isinstance(pseq, int):
                     self.on_disk.setdefault(producer, set()).add(pseq)
+            for j in w.open.values():
+                self.usage.add(w.spec.name, j.size)
+        self.sealer.start()
         self.event("recorder_start", {"data_root": self.root, "config": self.config.source,
                                       "config_digest": self.config.digest})
 
@@ -253,6 +269,64 @@ class Store:
         raise ValidationError(type(record).__name__, "schema_type",
                               "cannot infer the schema type: pass schema_type=")
 
+    # -- segments and storage limits --------------------------------------
+    def _submit_seal(self, schema_type: str, rel: str, stream: str, segment: int) -> None:
+        self.sealer.submit((schema_type, rel, stream, segment))
+
+    def end_session(self, user_id: str | None, session_id: str) -> int:
+        """Seal every open segment of a session, in every type (in-process use)."""
+        return sum(w.end_session(user_id, session_id) for w in self.writers.values())
+
+    def housekeeping(self) -> None:
+        """Seal segments due by age or idleness (in-process use; actors do this on their own)."""
+        now = time.monotonic()
+        for w in self.writers.values():
+            w.housekeeping(now)
+
+    def _free_bytes(self) -> int:
+        now = time.monotonic()
+        if now - self._free[0] > 0.5:
+            st = os.statvfs(self.root_fd)
+            self._free = (now, st.f_bavail * st.f_frsize)
+        return self._free[1]
+
+    def admit(self, schema_type: str, nbytes: int) -> None:
+        """Make room for ``nbytes`` more of ``schema_type`` under every storage limit.
+
+        Raises:
+            StorageFull: a limit would be passed and the type's policy is
+                ``reject``, or ``delete_oldest`` found nothing more to delete.
+        """
+        cfg = self.registry.get(schema_type).config
+        s = self.config.recorder
+        if cfg.max_bytes:
+            self._room(schema_type, schema_type, lambda: self.usage.of(schema_type) + nbytes > cfg.max_bytes,
+                       f"types.{schema_type}.max_bytes ({cfg.max_bytes} bytes) reached")
+        if s.max_total_bytes:
+            self._room(schema_type, None, lambda: self.usage.total() + nbytes > s.max_total_bytes,
+                       f"recorder.max_total_bytes ({s.max_total_bytes} bytes) reached")
+        if s.min_free_bytes:
+            self._room(schema_type, None, lambda: self._free_bytes() - nbytes < s.min_free_bytes,
+                       f"free disk space below recorder.min_free_bytes ({s.min_free_bytes} bytes)")
+
+    def _room(self, schema_type: str, scope: str | None, over: Callable[[], bool], why: str) -> None:
+        if not over():
+            return
+        if self.registry.get(schema_type).config.on_limit == "delete_oldest":
+            for seg in self.catalog.search(schema_type=scope):
+                m = seg.manifest
+                if m["format"] == "parquet" and m["state"] != "converted":
+                    continue  # still being converted: not ours to delete yet
+                if self.registry.specs.get(m["schema_type"]) is None:
+                    continue
+                if self.registry.get(m["schema_type"]).config.on_limit != "delete_oldest":
+                    continue  # never delete another type's data against its own policy
+                self.sealer.delete(m, f"storage limit: {why}")
+                self._free = (0.0, 0)
+                if not over():
+                    return
+        raise StorageFull(schema_type, why)
+
     def close(self) -> None:
         """Flush and close every file (head checkpoints included), then release the root."""
         if self.root_fd < 0:
@@ -260,6 +334,9 @@ class Store:
         try:
             for w in self.writers.values():
                 w.close()
+            self.sealer.stop()
+            self.sealer.join(timeout=60)
+            self.catalog.close()
             q = self.quarantine
             self.event("recorder_stop", {"quarantined": q.count, "quarantine_dropped": q.dropped})
             q.close()

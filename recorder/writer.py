@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import queue
 import time
 
-import msgspec
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from . import _durable
 from ._env import iso_ns
+from ._paths import date_fields
+from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
 from .exceptions import DurabilityError, StorageFull
 from .journal import GENESIS, Journal, Recovery
 from .registry import TypeSpec
@@ -41,110 +45,331 @@ def body(e: Entry) -> bytes:
     return b"".join((safe_json(head)[:-1], b',"record":', e.accepted.record))
 
 
+class _Marker:
+    """Stands in for the segment number, so a stream's files share one key."""
+
+    def __format__(self, spec: str) -> str:
+        return "\0"
+
+
+_SEG = _Marker()
+
+
+@dataclass
+class _Open:
+    """Bookkeeping of one open segment."""
+
+    stream: str
+    segment: int
+    values: dict[str, Any]
+    opened: float  # monotonic
+    last_append: float
+
+
 class TypeWriter:
-    """Appends entries of one schema type to the files its template names.
+    """Appends entries of one schema type to the segment files its template names.
 
     Not thread-safe by design: one writer per type, driven by one thread, so
-    the append order is the order of ``write`` calls.
+    the append order is the order of ``write`` calls. A *stream* is the
+    template filled with everything but ``{segment}``; its segments are
+    numbered from 0 and each one's header continues the previous one's chain.
     """
 
     def __init__(self, spec: TypeSpec, root_fd: int, header: dict[str, Any],
-                 max_open: int, on_event: EventSink, state_fd: int) -> None:
+                 max_open: int, on_event: EventSink, state_fd: int,
+                 seal: Callable[[str, str, str, int], None] | None = None,
+                 admit: Callable[[str, int], None] | None = None,
+                 usage: Callable[[str, int], None] | None = None) -> None:
         self.spec = spec
         self.root_fd = root_fd
         self.header = header
         self.max_open = max_open
         self.on_event = on_event
+        self.seal_fn = seal
+        self.admit = admit
+        self.usage = usage
         self.open: OrderedDict[str, Journal] = OrderedDict()
+        self.info: dict[str, _Open] = {}
+        self.current: dict[str, int] = {}  # stream -> segment being written
+        self.prev_heads: dict[str, str] = {}  # stream -> head of its last sealed segment
         self.recovered: dict[str, Recovery] = {}
+        self.finished: queue.SimpleQueue[str] = queue.SimpleQueue()  # filled by the sealer
+        cfg = spec.config
+        self.rotating = "segment" in spec.template.fields
+        self.rotate_bytes, self.rotate_records = cfg.rotate_bytes, cfg.rotate_records
+        self.rotate_age, self.idle = cfg.rotate_age_s, cfg.session_idle_s
         # Files that may hold a torn tail or unacknowledged lines after a
-        # crash: reopened (and so recovered) at start, kept in a state file.
+        # crash ("open"), or that still await their manifest or Parquet file
+        # ("sealing"): reopened or resubmitted at start, kept in a state file.
         self.state_fd = state_fd
         self.state_name = f"active-{spec.name}.json"
+        self.active: dict[str, str] = {}
         try:
             fd = os.open(self.state_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=state_fd)
             try:
-                self.active: set[str] = set(msgspec.json.decode(_read_all(fd)))
+                doc = msgspec.json.decode(_read_all(fd))
             finally:
                 os.close(fd)
+            self.active = {r: "open" for r in doc} if isinstance(doc, list) else dict(doc)
         except FileNotFoundError:
-            self.active = set()
+            pass
 
     def _save_active(self) -> None:
-        _durable.write_new(self.state_fd, self.state_name, msgspec.json.encode(sorted(self.active)),
+        _durable.write_new(self.state_fd, self.state_name, msgspec.json.encode(dict(sorted(self.active.items()))),
                            self.state_name)
 
     def reopen_active(self) -> list[dict[str, Any]]:
-        """Open every file active before the last stop; returns their last whole lines."""
+        """Reopen files active before the last stop, resubmit unfinished seals; returns last whole lines."""
         tail: list[dict[str, Any]] = []
-        for rel in sorted(self.active)[-self.max_open:]:
-            self.journal(rel)
+        for rel, state in sorted(self.active.items()):
+            if state == "sealing" and self.seal_fn is not None:
+                stream, segment = self._parse(rel)
+                self.current[stream] = max(self.current.get(stream, 0), segment + 1)
+                self.seal_fn(self.spec.name, rel, stream.replace("\0", "{segment}"), segment)
+        opened = [r for r, st in sorted(self.active.items()) if st == "open"][-self.max_open:]
+        for rel in opened:
+            stream, segment = self._parse(rel)
+            self.current[stream] = max(self.current.get(stream, 0), segment)
+            self.journal(rel, stream, segment, {})
             tail.extend(self.recovered[rel].tail)
         return tail
 
-    def path_for(self, entry: Entry) -> str:
+    def _parse(self, rel: str) -> tuple[str, int]:
+        """(stream, segment) of a journal path written by this writer.
+
+        The segment number is the last run of digits in the file name, so a
+        template must not put digits after ``{segment}``.
+        """
+        if not self.rotating:
+            return rel, 0
+        d, _, name = rel.rpartition("/")
+        end = len(name)
+        while end > 0 and not name[end - 1].isdigit():
+            end -= 1
+        start = end
+        while start > 0 and name[start - 1].isdigit():
+            start -= 1
+        ext = self.spec.template.text.rsplit(".", 1)[1]
+        rest = name[end:].rsplit(".", 1)[0] + "." + ext
+        return (d + "/" if d else "") + name[:start] + "\0" + rest, int(name[start:end] or 0)
+
+    # -- where a record goes ---------------------------------------------------
+    def _values(self, entry: Entry) -> dict[str, Any]:
         values: dict[str, Any] = dict(entry.accepted.path_values)
         if self.spec.template.fields & {"date", "year", "month", "day", "hour"}:
-            from ._paths import date_fields
-
             values.update(date_fields(entry.received_ns))
-        values.setdefault("segment", 0)
-        return self.spec.template.render(values)
+        return values
 
+    def route(self, entry: Entry) -> tuple[str, str, dict[str, Any]]:
+        """(stream, journal path, values) for ``entry``."""
+        values = self._values(entry)
+        if not self.rotating:
+            rel = self.spec.template.render({**values, "segment": 0})
+            return rel, rel, values
+        stream = self.spec.template.text.format_map({**values, "segment": _SEG})
+        seg = self.current.get(stream)
+        if seg is None:
+            seg = self._find_segment(stream)
+            self.current[stream] = seg
+        return stream, self._journal_rel(stream, seg), values
+
+    def _journal_rel(self, stream: str, seg: int) -> str:
+        final = stream.replace("\0", self._seg_text(seg))
+        return final if final.endswith(".jsonl") else final.rsplit(".", 1)[0] + ".jsonl"
+
+    def _seg_text(self, seg: int) -> str:
+        spec = self.spec.template.text.split("{segment", 1)[1].split("}", 1)[0].lstrip(":")
+        return format(seg, spec or "d")
+
+    def _find_segment(self, stream: str) -> int:
+        """The segment to write for a stream seen for the first time since start."""
+        d, _, name = stream.rpartition("/")
+        pre, post = name.split("\0", 1)
+        stem_post = post.rsplit(".", 1)[0]
+        try:
+            dir_fd = _durable.open_dirs(self.root_fd, d.split("/") if d else [], d)
+        except StorageFull:
+            raise
+        try:
+            names = os.listdir(dir_fd)
+        finally:
+            _durable.close(dir_fd)
+        best = -1
+        for n in names:
+            if n.startswith(pre) and n[len(pre):len(pre) + 1].isdigit():
+                rest = n[len(pre):]
+                k = 0
+                while k < len(rest) and rest[k].isdigit():
+                    k += 1
+                if rest[k:].startswith(stem_post):
+                    best = max(best, int(rest[:k]))
+        if best < 0:
+            return 0
+        stem = (d + "/" if d else "") + pre + self._seg_text(best) + stem_post
+        sealed = any(n == stem.rsplit("/", 1)[-1] + suffix for n in names
+                     for suffix in (MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, ".parquet"))
+        sealing = self.active.get(stem + ".jsonl") == "sealing"
+        return best + 1 if sealed or sealing else best
+
+    # -- appending -------------------------------------------------------------
     def write(self, entries: list[Entry]) -> None:
         """Append ``entries`` in order: one write and one fdatasync per file touched.
 
         Raises:
-            StorageFull: the disk is full; nothing of the failed file's batch is kept.
+            StorageFull: the disk or a storage limit is full; nothing of the failed batch is kept.
             DurabilityError: a write or sync failed; that batch is cut back.
         """
+        self._drain_finished()
         groups: dict[str, list[bytes]] = {}
+        where: dict[str, tuple[str, dict[str, Any]]] = {}
         last: dict[str, int] = {}
+        size = 0
         for e in entries:
-            rel = self.path_for(e)
-            groups.setdefault(rel, []).append(body(e))
+            stream, rel, values = self.route(e)
+            b = body(e)
+            size += len(b) + 140
+            groups.setdefault(rel, []).append(b)
+            where[rel] = (stream, values)
             last[rel] = e.seq
+        if self.admit is not None:
+            self.admit(self.spec.name, size)
+        now = time.monotonic()
         for rel, bodies in groups.items():
-            j = self.journal(rel)
+            stream, values = where[rel]
+            j = self.journal(rel, stream, self.current.get(stream, 0), values)
+            before = j.size
             try:
                 j.append(bodies)
             except (StorageFull, DurabilityError):
                 self._cut_back(rel, j)
                 raise
             j.last_seq = last[rel]
+            if self.usage is not None:
+                self.usage(self.spec.name, j.size - before)
+            info = self.info[rel]
+            info.last_append = now
+            if self.rotating and self._full(j, info, now):
+                self.seal(rel)
 
-    def journal(self, rel: str) -> Journal:
+    def _full(self, j: Journal, info: _Open, now: float) -> bool:
+        return bool((self.rotate_bytes and j.size >= self.rotate_bytes)
+                    or (self.rotate_records and j.records >= self.rotate_records)
+                    or (self.rotate_age and j.records and now - info.opened >= self.rotate_age))
+
+    def journal(self, rel: str, stream: str | None = None, segment: int = 0,
+                values: dict[str, Any] | None = None) -> Journal:
         """The open journal of ``rel``, opening (and recovering) it if needed."""
         j = self.open.get(rel)
         if j is not None:
             self.open.move_to_end(rel)
+            if values and not self.info[rel].values:
+                self.info[rel].values = values  # reopened at start: learn its session now
             return j
         while len(self.open) >= self.max_open:
             old_rel, old = self.open.popitem(last=False)
             self._close(old)
-            self.active.discard(old_rel)
+            self.info.pop(old_rel, None)
+            self.active.pop(old_rel, None)
+        stream = stream or rel
         *dirs, name = rel.split("/")
         dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
-        j = self._open_journal(dir_fd, name, rel)
+        prev = self._prev_head(stream, segment, dir_fd, name) if self.rotating and segment > 0 else GENESIS
+        header = {**self.header, "schema_type": self.spec.name, "path": rel,
+                  "hash": self.spec.config.hash, "created": iso_ns(time.time_ns())}
+        if self.rotating:
+            header["segment"] = segment
+        j, rec = open_journal(dir_fd, name, rel, header, self.on_event,
+                              hashing=self.spec.hashing, fsync=self.spec.fsync, prev_head=prev)
+        self.recovered[rel] = rec
+        now = time.monotonic()
         self.open[rel] = j
-        if rel not in self.active:
-            self.active.add(rel)
+        self.info[rel] = _Open(stream, segment, values or {}, now, now)
+        if self.active.get(rel) != "open":
+            self.active[rel] = "open"
             self._save_active()
         return j
 
-    def _open_journal(self, dir_fd: int, name: str, rel: str) -> Journal:
-        header = {**self.header, "schema_type": self.spec.name, "path": rel,
-                  "hash": self.spec.config.hash, "created": iso_ns(time.time_ns())}
-        j, rec = open_journal(dir_fd, name, rel, header, self.on_event,
-                              hashing=self.spec.hashing, fsync=self.spec.fsync)
-        self.recovered[rel] = rec
-        return j
+    def _prev_head(self, stream: str, segment: int, dir_fd: int, name: str) -> str:
+        """The chain head of the stream's previous segment, from memory, its manifest or its checkpoint."""
+        known = self.prev_heads.get(stream)
+        if known:
+            return known
+        prev_rel = self._journal_rel(stream, segment - 1)
+        stem = prev_rel.rsplit("/", 1)[-1][: -len(".jsonl")]
+        for fname, key in ((stem + MANIFEST_SUFFIX, "chain_head"), (stem + ".jsonl.head", "head"),
+                           (stem + TOMBSTONE_SUFFIX, "manifest")):
+            try:
+                fd = os.open(fname, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue
+            try:
+                doc = msgspec.json.decode(_read_all(fd))
+            finally:
+                os.close(fd)
+            value = doc.get(key)
+            if isinstance(value, dict):
+                value = value.get("chain_head")
+            if isinstance(value, str):
+                return value
+        return GENESIS
+
+    # -- sealing ---------------------------------------------------------------
+    def seal(self, rel: str) -> None:
+        """Close the segment ``rel`` and hand it to the sealer; the stream's next record starts a new one."""
+        j = self.open.pop(rel, None)
+        info = self.info.pop(rel, None)
+        if j is None or info is None:
+            return
+        self._close(j)
+        self.prev_heads[info.stream] = j.head
+        self.current[info.stream] = info.segment + 1
+        self.active[rel] = "sealing"
+        self._save_active()
+        self.on_event("segment_sealed", {"path": rel, "records": j.records, "bytes": j.size,
+                                         "segment": info.segment})
+        if self.seal_fn is not None:
+            self.seal_fn(self.spec.name, rel, info.stream.replace("\0", "{segment}"), info.segment)
+
+    def _drain_finished(self) -> None:
+        """Forget sealed segments the sealer finished: they need no recovery at start."""
+        changed = False
+        while True:
+            try:
+                rel = self.finished.get_nowait()
+            except queue.Empty:
+                break
+            changed |= self.active.pop(rel, None) is not None
+        if changed:
+            self._save_active()
+
+    def housekeeping(self, now: float) -> None:
+        """Seal segments that reached their age, or whose session went idle."""
+        self._drain_finished()
+        if not self.rotating:
+            return
+        for rel, info in list(self.info.items()):
+            j = self.open.get(rel)
+            if j is None or j.records == 0:
+                continue
+            if (self.idle and now - info.last_append >= self.idle) or self._full(j, info, now):
+                self.seal(rel)
+
+    def end_session(self, user_id: str | None, session_id: str) -> int:
+        """Seal every open segment of one session; returns how many."""
+        n = 0
+        for rel, info in list(self.info.items()):
+            v = info.values
+            if v.get("session_id") == session_id and (user_id is None or v.get("user_id") == user_id):
+                self.seal(rel)
+                n += 1
+        return n
 
     def _cut_back(self, rel: str, j: Journal) -> None:
         # What was written since the last good fdatasync is unknown (and on EIO
         # the page cache may lie), so cut it off through a new descriptor and
         # reopen; the failed batch was never acknowledged.
         self.open.pop(rel, None)
+        self.info.pop(rel, None)
         _durable.close(j.fd)
         fd = os.open(j.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=j.dir_fd)
         try:
@@ -164,17 +389,7 @@ class TypeWriter:
         while self.open:
             _, j = self.open.popitem()
             self._close(j)
-
-    def heads(self) -> dict[str, tuple[int, str]]:
-        """(size, head hash) of each open file: the anchors an acknowledgement vouches for."""
-        return {rel: (j.size, j.head) for rel, j in self.open.items()}
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
+        self.info.clear()
 
 
 def open_journal(dir_fd: int, name: str, rel: str, header: dict[str, Any], on_event: EventSink, *,
@@ -199,3 +414,10 @@ def open_journal(dir_fd: int, name: str, rel: str, header: dict[str, Any], on_ev
         rec2 = j.open({**header, "follows_damaged": aside}, prev_head)
         rec = Recovery(damaged=rec.damaged, tail=rec2.tail)
     return j, rec
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -192,12 +192,27 @@ def test_unimportable_versioned_model_is_named(tmp_path: Path) -> None:
     assert_names(config_error(p), p, "types.a.models.1.1")
 
 
-def test_parquet_format_is_not_supported_yet(tmp_path: Path) -> None:
-    """format = "parquet" is refused (for now) at types.NAME.format."""
+def test_parquet_path_must_end_in_parquet(tmp_path: Path) -> None:
+    """format = "parquet" with a .jsonl path is refused at types.NAME.path."""
     p = write(tmp_path, ONE_TYPE + 'format = "parquet"\n')
     err = config_error(p)
-    assert_names(err, p, "types.a.format")
-    assert "parquet" in err.reason
+    assert_names(err, p, "types.a.path")
+    assert ".parquet" in err.reason
+
+
+@pytest.mark.parametrize("extra", ["rotate_records = 10\n", "session_idle_s = 5\n", "rotate_bytes = 1000\n"])
+def test_rotation_needs_a_segment_placeholder(tmp_path: Path, extra: str) -> None:
+    """Rotation without {segment} in the path is refused, naming types.NAME.path."""
+    p = write(tmp_path, ONE_TYPE + extra)
+    err = config_error(p)
+    assert_names(err, p, "types.a.path")
+    assert "{segment}" in err.reason
+
+
+def test_negative_rotation_is_refused(tmp_path: Path) -> None:
+    """A negative rotation setting is refused at its key."""
+    p = write(tmp_path, ONE_TYPE + "rotate_records = -1\n")
+    assert_names(config_error(p), p, "types.a.rotate_records")
 
 
 @pytest.mark.parametrize(
@@ -231,5 +246,5 @@ def test_store_refuses_a_bad_config(tmp_path: Path) -> None:
     p = write(tmp_path, ONE_TYPE + 'format = "parquet"\n')
     with pytest.raises(ConfigError) as info:
         Store(p, data_root=tmp_path / "data")
-    assert info.value.key == "types.a.format"
+    assert info.value.key == "types.a.path"
     assert not (tmp_path / "data").exists()

@@ -1,0 +1,170 @@
+"""The catalog of sealed segments: search without scanning data, rebuild from manifests.
+
+The catalog is a chained journal (``_recorder/catalog.jsonl``) of entries:
+``seal`` (a segment's manifest), ``convert`` (its Parquet file was
+published) and ``delete`` (retention removed it, with the digest of what was
+removed). It is derived data: every entry can be rebuilt from the manifests
+and tombstones that sit beside the segments (``recorder catalog --rebuild``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from . import _durable
+from .journal import Journal
+
+__all__ = ["Catalog", "Segment", "MANIFEST_SUFFIX", "TOMBSTONE_SUFFIX", "scan_manifests"]
+
+MANIFEST_SUFFIX = ".manifest.json"
+TOMBSTONE_SUFFIX = ".deleted.json"
+
+
+@dataclass
+class Segment:
+    """One sealed segment as the catalog knows it (a manifest, plus its fate)."""
+
+    manifest: dict[str, Any]
+    deleted: dict[str, Any] | None = None
+
+    @property
+    def path(self) -> str:
+        """The segment's data file, relative to the data root (Parquet once converted)."""
+        m = self.manifest
+        return str(m.get("parquet", {}).get("path") or m["path"])
+
+    def matches(self, schema_type: str | None, version: str | None, user_id: str | None,
+                session_id: str | None, since: datetime | None, until: datetime | None) -> bool:
+        """True if the segment may hold records matching every given filter."""
+        m = self.manifest
+        if schema_type is not None and m["schema_type"] != schema_type:
+            return False
+        if version is not None and not any(v == version or v.startswith(version + ".") for v in m["versions"]):
+            return False
+        if user_id is not None and user_id not in m["users"]:
+            return False
+        if session_id is not None and session_id not in m["sessions"]:
+            return False
+        lo, hi = m.get("first_timestamp"), m.get("last_timestamp")
+        if since is not None and hi is not None and _ts(hi) < since:
+            return False
+        if until is not None and lo is not None and _ts(lo) >= until:
+            return False
+        return True
+
+
+def _ts(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+class Catalog:
+    """In-memory index of sealed segments, persisted as a chained journal."""
+
+    NAME = "catalog.jsonl"
+
+    def __init__(self, internal_fd: int, header: dict[str, Any]) -> None:
+        self.internal_fd = internal_fd
+        self.lock = threading.Lock()
+        self.segments: dict[str, Segment] = {}  # journal path (manifest["path"]) -> segment
+        self._load()
+        self.journal = Journal(internal_fd, self.NAME, f"_recorder/{self.NAME}", hashing=True, fsync=True)
+        self.journal.open({**header, "schema_type": "catalog"})
+
+    def _load(self) -> None:
+        try:
+            fd = os.open(self.NAME, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.internal_fd)
+        except FileNotFoundError:
+            return
+        with os.fdopen(fd, "rb") as f:
+            for n, line in enumerate(f):
+                if n == 0 or not line.endswith(b"\n"):
+                    continue
+                self._apply(msgspec.json.decode(line))
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        op = entry.get("op")
+        m = entry.get("manifest", {})
+        if op in ("seal", "convert"):
+            self.segments[m["path"]] = Segment(m)
+        elif op == "delete":
+            seg = self.segments.get(m["path"])
+            if seg is not None:
+                seg.deleted = entry.get("tombstone", {})
+
+    def add(self, op: str, manifest: dict[str, Any], tombstone: dict[str, Any] | None = None) -> None:
+        """Append one entry durably, then apply it to the index."""
+        entry: dict[str, Any] = {"op": op, "manifest": manifest}
+        if tombstone is not None:
+            entry["tombstone"] = tombstone
+        with self.lock:
+            self.journal.last_seq += 1
+            body = msgspec.json.encode({"seq": self.journal.last_seq, **entry})[:-1]
+            self.journal.append([body])
+            self._apply(entry)
+
+    def search(self, *, schema_type: str | None = None, version: str | None = None, user_id: str | None = None,
+               session_id: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, include_deleted: bool = False) -> list[Segment]:
+        """Sealed segments that may hold matching records, oldest first."""
+        with self.lock:
+            found = [s for s in self.segments.values()
+                     if (include_deleted or s.deleted is None)
+                     and s.matches(schema_type, version, user_id, session_id, since, until)]
+        return sorted(found, key=lambda s: int(s.manifest["first_seq"] or 0))
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+def scan_manifests(root: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every manifest and tombstone under ``root`` as (kind, document), kind 'seal' or 'delete'."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == str(root):
+            dirnames[:] = [d for d in dirnames if d != "_recorder"]
+        dirnames.sort()
+        for f in sorted(filenames):
+            if f.endswith(MANIFEST_SUFFIX) and not f.startswith("."):
+                with open(os.path.join(dirpath, f), "rb") as fh:
+                    yield "seal", msgspec.json.decode(fh.read())
+            elif f.endswith(TOMBSTONE_SUFFIX) and not f.startswith("."):
+                with open(os.path.join(dirpath, f), "rb") as fh:
+                    yield "delete", msgspec.json.decode(fh.read())
+
+
+def rebuild(root: str | Path, header: dict[str, Any]) -> int:
+    """Write a new catalog from the manifests and tombstones on disk; returns entries written."""
+    root = os.path.realpath(root)
+    root_fd = _durable.open_root(root)
+    internal_fd = _durable.open_dirs(root_fd, ["_recorder"], "_recorder")
+    try:
+        lines: list[bytes] = []
+        n = 0
+        for kind, doc in scan_manifests(root):
+            n += 1
+            if kind == "seal":
+                entry = {"seq": n, "op": "seal", "manifest": doc}
+            else:
+                entry = {"seq": n, "op": "delete", "manifest": doc["manifest"], "tombstone": doc}
+            lines.append(msgspec.json.encode(entry)[:-1])
+        tmp_name = ".catalog.rebuild"
+        _durable.unlink(internal_fd, tmp_name, tmp_name)
+        j = Journal(internal_fd, tmp_name, f"_recorder/{tmp_name}", hashing=True, fsync=True)
+        j.open({**header, "schema_type": "catalog", "rebuilt": True})
+        if lines:
+            j.append(lines)
+        j.last_seq = n
+        _durable.close(j.fd)
+        _durable.rename(internal_fd, tmp_name, Catalog.NAME, "_recorder/catalog.jsonl")
+        _durable.unlink(internal_fd, Catalog.NAME + ".head", "_recorder/catalog.jsonl.head")
+        return n
+    finally:
+        _durable.close(internal_fd)
+        _durable.close(root_fd)

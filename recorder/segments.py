@@ -1,0 +1,295 @@
+"""Sealed segments: manifests, Parquet publication, retention, off the ack path.
+
+A writer seals a segment by closing it and handing it to the Sealer thread;
+the Sealer writes the manifest, records it in the catalog, converts
+parquet-format segments (temp file, fsync, rename, dir fsync; the journal is
+removed only after that), and deletes old segments per retention policy.
+Every step is redone from what is on disk if a crash cuts it short.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from . import _durable
+from ._env import iso_ns
+from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, Catalog
+from .registry import Registry
+
+__all__ = ["Sealer", "Usage", "build_manifest", "stem_of", "MANIFEST_VERSION"]
+
+MANIFEST_VERSION = 1
+
+
+def stem_of(rel: str) -> str:
+    """``a/b/x_001.jsonl`` -> ``a/b/x_001`` (the name every sibling file shares)."""
+    return rel[: -len(".jsonl")] if rel.endswith(".jsonl") else rel.rsplit(".", 1)[0]
+
+
+def _read_file(dir_fd: int, name: str) -> bytes:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def build_manifest(data: bytes, rel: str, schema_type: str, fmt: str, stream: str, segment: int) -> dict[str, Any]:
+    """Summarise a sealed journal's bytes into its manifest."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    header = msgspec.json.decode(lines[0]) if lines else {}
+    records = 0
+    first_seq = last_seq = None
+    first_rx = last_rx = None
+    ts_min: tuple[datetime, str] | None = None
+    ts_max: tuple[datetime, str] | None = None
+    versions: dict[str, int] = {}
+    users: set[str] = set()
+    sessions: set[str] = set()
+    producers: dict[str, int] = {}
+    head = header.get("h", "")
+    for line in lines[1:]:
+        e = msgspec.json.decode(line)
+        records += 1
+        first_seq = e["seq"] if first_seq is None else first_seq
+        last_seq = e["seq"]
+        first_rx = e["received"] if first_rx is None else first_rx
+        last_rx = e["received"]
+        v = e.get("schema_version") or "?"
+        versions[v] = versions.get(v, 0) + 1
+        if e.get("user_id"):
+            users.add(e["user_id"])
+        if e.get("session_id"):
+            sessions.add(e["session_id"])
+        p, n = e.get("producer"), e.get("pseq")
+        if isinstance(p, str) and isinstance(n, int) and n > producers.get(p, 0):
+            producers[p] = n
+        ts = e.get("timestamp")
+        if isinstance(ts, str):
+            try:
+                t = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if ts_min is None or t < ts_min[0]:
+                ts_min = (t, ts)
+            if ts_max is None or t > ts_max[0]:
+                ts_max = (t, ts)
+        head = e.get("h", head)
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "state": "sealed",
+        "schema_type": schema_type,
+        "format": fmt,
+        "path": rel,
+        "stream": stream,
+        "segment": segment,
+        "records": records,
+        "bytes": len(data),
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "first_received": first_rx,
+        "last_received": last_rx,
+        "first_timestamp": ts_min[1] if ts_min else None,
+        "last_timestamp": ts_max[1] if ts_max else None,
+        "versions": versions,
+        "users": sorted(users),
+        "sessions": sorted(sessions),
+        "producers": producers,
+        "prev_head": header.get("prev"),
+        "chain_head": head,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "sealed_at": iso_ns(time.time_ns()),
+    }
+
+
+class Usage:
+    """Bytes on disk per schema type, for storage limits (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_type: dict[str, int] = {}
+
+    def add(self, schema_type: str, n: int) -> None:
+        with self.lock:
+            self.by_type[schema_type] = self.by_type.get(schema_type, 0) + n
+
+    def of(self, schema_type: str) -> int:
+        return self.by_type.get(schema_type, 0)
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.by_type.values())
+
+
+#: (schema type, journal path relative to the root, stream id, segment number)
+Job = tuple[str, str, str, int]
+
+
+class Sealer(threading.Thread):
+    """Finishes sealed segments in the background: manifest, catalog, Parquet, retention."""
+
+    def __init__(self, root_fd: int, registry: Registry, catalog: Catalog, usage: Usage,
+                 on_event: Callable[[str, dict[str, Any]], None]) -> None:
+        super().__init__(name="sealer", daemon=True)
+        self.root_fd = root_fd
+        self.registry = registry
+        self.catalog = catalog
+        self.usage = usage
+        self.on_event = on_event
+        self.jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        #: per schema type, journal paths whose sealing finished (the writer drains it)
+        self.finished: dict[str, queue.SimpleQueue[str]] = {}
+        self.last_retention = 0.0
+        self.errors: list[str] = []
+        self.busy = threading.Event()
+        self.seal_ms: list[float] = []
+
+    def submit(self, job: Job) -> None:
+        """Queue a closed segment for sealing."""
+        self.busy.set()
+        self.jobs.put(job)
+
+    def stop(self) -> None:
+        """Finish queued work, then exit."""
+        self.jobs.put(None)
+
+    def run(self) -> None:
+        while True:
+            try:
+                job = self.jobs.get(timeout=5.0)
+            except queue.Empty:
+                self.retention(time.time())
+                continue
+            if job is None:
+                return
+            t0 = time.monotonic()
+            try:
+                self.seal(*job)
+                q = self.finished.get(job[0])
+                if q is not None:
+                    q.put(job[1])
+            except Exception as e:  # noqa: BLE001 - keep sealing the rest; reported and retried at start
+                self.errors.append(f"{job[1]}: {type(e).__name__}: {e}")
+                self.on_event("seal_failed", {"path": job[1], "error": f"{type(e).__name__}: {e}"})
+            self.seal_ms.append((time.monotonic() - t0) * 1000)
+            if self.jobs.empty():
+                self.busy.clear()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every queued job is done (tests, graceful stop)."""
+        deadline = time.monotonic() + timeout
+        while self.busy.is_set() or not self.jobs.empty():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    # -- one segment -------------------------------------------------------
+    def seal(self, schema_type: str, rel: str, stream: str, segment: int) -> None:
+        """Bring one closed segment to its final state; safe to repeat after a crash."""
+        spec = self.registry.get(schema_type)
+        *dirs, name = rel.split("/")
+        dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
+        try:
+            stem = name[: -len(".jsonl")]
+            mname = stem + MANIFEST_SUFFIX
+            manifest = self._load(dir_fd, mname)
+            if manifest is None:
+                data = _read_file(dir_fd, name)
+                manifest = build_manifest(data, rel, schema_type, spec.config.format, stream, segment)
+                _durable.write_new(dir_fd, mname, msgspec.json.encode(manifest), mname)
+                self.catalog.add("seal", manifest)
+            if spec.config.format == "parquet" and manifest["state"] == "sealed":
+                self._convert(dir_fd, name, stem, rel, manifest, spec.model_for)
+            if manifest["state"] == "converted" and not spec.config.keep_journal:
+                if _exists(dir_fd, name):
+                    self.usage.add(schema_type, -manifest["bytes"])
+                _durable.unlink(dir_fd, name, rel)
+                _durable.unlink(dir_fd, name + ".head", rel + ".head")
+        finally:
+            _durable.close(dir_fd)
+
+    def _load(self, dir_fd: int, mname: str) -> dict[str, Any] | None:
+        try:
+            doc: dict[str, Any] = msgspec.json.decode(_read_file(dir_fd, mname))
+            return doc
+        except FileNotFoundError:
+            return None
+
+    def _convert(self, dir_fd: int, name: str, stem: str, rel: str, manifest: dict[str, Any],
+                 model_for: Callable[[str], Any]) -> None:
+        from .formats import parquet
+
+        data = _read_file(dir_fd, name)
+        if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+            raise RuntimeError(f"{rel}: journal changed since it was sealed; not converting")
+        envelopes = [msgspec.json.decode(line) for line in data.split(b"\n")[1:] if line]
+        table = parquet.to_table(envelopes, model_for)
+        pname = stem + ".parquet"
+        digest = parquet.write(dir_fd, pname, table, rel[: -len(".jsonl")] + ".parquet")
+        size = os.stat(pname, dir_fd=dir_fd, follow_symlinks=False).st_size
+        self.usage.add(manifest["schema_type"], size)
+        manifest["state"] = "converted"
+        manifest["parquet"] = {"path": rel[: -len(".jsonl")] + ".parquet", "sha256": digest,
+                               "rows": table.num_rows, "bytes": size}
+        manifest["journal_kept"] = bool(self.registry.get(manifest["schema_type"]).config.keep_journal)
+        mname = stem + MANIFEST_SUFFIX
+        _durable.write_new(dir_fd, mname, msgspec.json.encode(manifest), mname)
+        self.catalog.add("convert", manifest)
+
+    # -- retention -----------------------------------------------------------
+    def retention(self, now: float) -> int:
+        """Delete sealed segments older than their type's ``retention_s``; returns how many."""
+        n = 0
+        for name, spec in self.registry.specs.items():
+            keep = spec.config.retention_s
+            if not keep:
+                continue
+            cutoff = iso_ns(int((now - keep) * 1e9))
+            for seg in self.catalog.search(schema_type=name):
+                m = seg.manifest
+                if (m["last_received"] or "") < cutoff and not (m["format"] == "parquet" and m["state"] != "converted"):
+                    self.delete(m, f"retention: older than types.{name}.retention_s = {keep:g}")
+                    n += 1
+        return n
+
+    def delete(self, manifest: dict[str, Any], reason: str) -> int:
+        """Delete one sealed segment's data, leaving a tombstone; returns bytes freed."""
+        rel = manifest["path"]
+        *dirs, name = rel.split("/")
+        stem = name[: -len(".jsonl")]
+        dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
+        freed = 0
+        try:
+            tomb = {"manifest": manifest, "reason": reason, "deleted_at": iso_ns(time.time_ns())}
+            _durable.write_new(dir_fd, stem + TOMBSTONE_SUFFIX, msgspec.json.encode(tomb), rel)
+            for victim in (stem + ".parquet", name, name + ".head", stem + MANIFEST_SUFFIX):
+                try:
+                    freed += os.stat(victim, dir_fd=dir_fd, follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue
+                _durable.unlink(dir_fd, victim, rel)
+            self.catalog.add("delete", manifest, tomb)
+        finally:
+            _durable.close(dir_fd)
+        self.usage.add(manifest["schema_type"], -freed)
+        self.on_event("segment_deleted", {"path": rel, "reason": reason, "sha256": manifest["sha256"],
+                                          "records": manifest["records"], "bytes": freed})
+        return freed
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
