@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ from ._progress import Progress
 from .exceptions import CorruptionError
 from .journal import FORMAT_VERSION, GENESIS, check_line
 
-__all__ = ["read", "verify", "verify_file", "journal_files", "Problem"]
+__all__ = ["read", "read_table", "data_files", "verify", "verify_file", "journal_files", "Problem"]
 
 INTERNAL_DIR = "_recorder"
 
@@ -98,8 +99,146 @@ def read(
                 return False
         return True
 
-    streams = [(e for e in _lines(p) if keep(e)) for p in journal_files([root])]
+    streams = [(e for e in _source(p) if keep(e))
+               for p in data_files(root, schema_type=schema_type, user_id=user_id, session_id=session_id,
+                                   since=lo, until=hi)]
     yield from heapq.merge(*streams, key=lambda e: int(e.get("seq", 0)))
+
+
+def _source(path: Path) -> Iterator[dict[str, Any]]:
+    return _parquet_rows(path) if path.suffix == ".parquet" else _lines(path)
+
+
+def _catalog(root: Path) -> dict[str, dict[str, Any]]:
+    """journal path -> manifest of each sealed, not deleted segment (empty without a catalog)."""
+    path = root / INTERNAL_DIR / "catalog.jsonl"
+    found: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return found
+    for e in _lines(path):
+        m = e.get("manifest") or {}
+        if e.get("op") in ("seal", "convert"):
+            found[m["path"]] = m
+        elif e.get("op") == "delete":
+            found.pop(m.get("path", ""), None)
+    return found
+
+
+def data_files(root: str | Path, *, schema_type: str | None = None, user_id: str | None = None,
+               session_id: str | None = None, since: datetime | None = None,
+               until: datetime | None = None) -> list[Path]:
+    """The journals and Parquet files that may hold matching records.
+
+    Sealed segments are chosen from the catalog (no data is read to decide);
+    open segments are always included. A Parquet file is used only where its
+    journal is gone (a kept journal is read instead: it holds the exact text).
+    """
+    from .catalog import Segment
+
+    root = Path(root)
+    catalog = _catalog(root)
+    chosen: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root and INTERNAL_DIR in dirnames:
+            dirnames.remove(INTERNAL_DIR)
+        dirnames.sort()
+        names = set(filenames)
+        for f in sorted(filenames):
+            if f.startswith("."):
+                continue
+            if f.endswith(".parquet"):
+                if f[: -len(".parquet")] + ".jsonl" in names:
+                    continue
+                journal = f[: -len(".parquet")] + ".jsonl"
+            elif f.endswith(".jsonl"):
+                journal = f
+            else:
+                continue
+            rel = os.path.relpath(os.path.join(dirpath, journal), root)
+            m = catalog.get(rel)
+            if m is not None and not Segment(m).matches(schema_type, None, user_id, session_id, since, until):
+                continue
+            chosen.append(Path(dirpath, f))
+    return chosen
+
+
+def _py(value: Any, t: Any) -> Any:
+    """An Arrow value (from to_pylist) back into the JSON shapes of the journal."""
+    import pyarrow as pa
+
+    if value is None:
+        return None
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if pa.types.is_map(t):
+        return {k: _py(v, t.item_type) for k, v in value}
+    if pa.types.is_struct(t):
+        return {f.name: _py(value.get(f.name), f.type) for f in t}
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return [_py(v, t.value_type) for v in value]
+    if pa.types.is_timestamp(t):
+        return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if isinstance(t, pa.ExtensionType) or isinstance(value, bytes):
+        return str(value) if not isinstance(value, bytes) else value.hex()
+    return value
+
+
+def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    types = {f.name: f.type for f in table.schema}
+    for row in table.to_pylist():
+        e = {k: _py(v, types[k]) for k, v in row.items()}
+        rec = e.get("record")
+        if isinstance(rec, dict):
+            extra = rec.pop("_extra", None)
+            if isinstance(extra, str):
+                rec.update(msgspec.json.decode(extra))
+            e["record"] = {k: v for k, v in rec.items() if v is not None}
+        yield e
+
+
+def read_table(root: str | Path, schema_type: str, *, config: str | Path | None = None,
+               user_id: str | None = None, session_id: str | None = None,
+               since: str | datetime | None = None, until: str | datetime | None = None) -> Any:
+    """All records of one type as one ``pyarrow.Table`` (Parquet segments and journals alike).
+
+    Segments are chosen through the catalog; rows are then filtered exactly.
+    Columns added by newer minor versions are null for older rows.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from .config import load_config
+    from .formats import parquet
+    from .registry import Registry
+
+    spec = Registry.from_config(load_config(config)).get(schema_type)
+    lo, hi = _ts(since), _ts(until)
+    tables = []
+    for p in data_files(root, schema_type=schema_type, user_id=user_id, session_id=session_id, since=lo, until=hi):
+        if p.suffix == ".parquet":
+            tables.append(pq.read_table(p))
+        else:
+            envs = [e for e in _lines(p) if e.get("schema_type") == schema_type]
+            if envs:
+                tables.append(parquet.to_table(envs, spec.model_for))
+    if not tables:
+        newest = ".".join(map(str, (list(spec.accepted[-1]) + [0, 0, 0])[:3]))
+        return parquet.envelope_schema(spec.model_for(newest)).empty_table()
+    table = parquet.concat(tables)
+    mask = pc.equal(table["schema_type"], schema_type)
+    if user_id is not None:
+        mask = pc.and_(mask, pc.equal(table["user_id"], user_id))
+    if session_id is not None:
+        mask = pc.and_(mask, pc.equal(table["session_id"], session_id))
+    if lo is not None:
+        mask = pc.and_(mask, pc.greater_equal(table["timestamp"], pa.scalar(lo, table.schema.field("timestamp").type)))
+    if hi is not None:
+        mask = pc.and_(mask, pc.less(table["timestamp"], pa.scalar(hi, table.schema.field("timestamp").type)))
+    return table.filter(mask).sort_by("seq")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Any
 
 import msgspec
-import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow as pa
 from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 

@@ -77,8 +77,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
-import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from .. import _durable
@@ -104,6 +104,7 @@ __all__ = [
     "EXTRA",
     "FORMAT_VERSION",
     "arrow_schema",
+    "concat",
     "digest",
     "envelope_schema",
     "read_table",
@@ -402,7 +403,18 @@ def read_table(paths: Sequence[str | PathLike[str]]) -> pa.Table:
     """
     if not paths:
         raise ValueError("read_table needs at least one file")
-    tables = [pq.read_table(Path(p)) for p in paths]
+    return concat([pq.read_table(Path(p)) for p in paths])
+
+
+def concat(tables: Sequence[pa.Table]) -> pa.Table:
+    """Concatenate tables of one schema type (files, or journals via to_table) under their unified schema.
+
+    Raises:
+        ValueError: no tables, or tables of different schema types.
+        ValidationError: versions that disagree on a column's type.
+    """
+    if not tables:
+        raise ValueError("concat needs at least one table")
     schema_types: set[str] = set()
     versions: list[str] = []
     for t in tables:
