@@ -10,6 +10,7 @@ once; under load batches grow by themselves.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -27,6 +28,15 @@ __all__ = ["WriterActor", "Done", "Item"]
 #: (frame, recorder sequence number, receive time in ns)
 Item = tuple[Record, int, int]
 _STOP = None
+HOUSEKEEPING_S = 1.0  # an idle actor checks segment age and session idleness this often
+
+
+@dataclass(frozen=True)
+class EndSession:
+    """Seal this session's open segments (sent to every actor when a session ends)."""
+
+    user_id: str | None
+    session_id: str
 
 
 @dataclass(slots=True)
@@ -37,6 +47,7 @@ class Done:
     durable: list[tuple[str, int]] = field(default_factory=list)  # (producer, pseq)
     rejected: list[tuple[str, int, str, str, str]] = field(default_factory=list)
     fatal: RecorderError | None = None
+    ended: list[tuple[str | None, str]] = field(default_factory=list)  # sessions that ended
 
 
 class WriterActor(threading.Thread):
@@ -50,7 +61,9 @@ class WriterActor(threading.Thread):
         self.writer = store.writers[schema_type]
         self.report = report
         self.max_batch = max_batch
-        self.inbox: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[Item | EndSession | None] = queue.SimpleQueue()
+        end = store.config.recorder.session_end_event.encode()
+        self.session_end = re.compile(rb'"event_type"\s*:\s*"' + re.escape(end) + rb'"')
         # counters read by `recorder stats` (written only by this thread)
         self.records = 0
         self.bytes = 0
@@ -67,23 +80,51 @@ class WriterActor(threading.Thread):
     def run(self) -> None:
         stopping = False
         while not stopping:
-            first = self.inbox.get()
+            try:
+                first = self.inbox.get(timeout=HOUSEKEEPING_S)
+            except queue.Empty:
+                self._housekeeping()
+                continue
             if first is _STOP:
                 break
-            batch = [first]
-            while len(batch) < self.max_batch:
+            batch: list[Item] = []
+            item: Item | EndSession | None = first
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                if isinstance(item, EndSession):
+                    self._end_session(batch, item)
+                else:
+                    batch.append(item)
+                if len(batch) >= self.max_batch:
+                    break
                 try:
                     item = self.inbox.get_nowait()
                 except queue.Empty:
                     break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
+            if not batch:
+                continue
             done = self._commit(batch)
             self.report(done)
             if done.fatal is not None:
                 return
+
+    def _housekeeping(self) -> None:
+        try:
+            self.writer.housekeeping(time.monotonic())
+        except RecorderError as e:
+            self.store.event("housekeeping_failed", {"schema_type": self.schema_type, "error": str(e)})
+
+    def _end_session(self, batch: list[Item], end: EndSession) -> None:
+        # Records taken before the end marker belong to the session's last segment.
+        if batch:
+            self.report(self._commit(batch))
+            batch.clear()
+        try:
+            self.writer.end_session(end.user_id, end.session_id)
+        except RecorderError as e:
+            self.store.event("housekeeping_failed", {"schema_type": self.schema_type, "error": str(e)})
 
     def _commit(self, batch: list[Item]) -> Done:
         done = Done(self.schema_type)
@@ -118,6 +159,10 @@ class WriterActor(threading.Thread):
         self.full_since = 0.0
         now = time.time_ns()
         done.durable = [(en.producer, en.pseq) for en in entries]
+        for en in entries:
+            sid = en.accepted.fields.get("session_id")
+            if sid and self.session_end.search(en.accepted.record):
+                done.ended.append((en.accepted.fields.get("user_id"), sid))
         self.records += len(entries)
         self.bytes += size
         self.batches += 1

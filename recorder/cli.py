@@ -79,6 +79,70 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_catalog(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ._env import runtime_env
+    from .catalog import rebuild
+    from .reader import _catalog
+
+    if args.rebuild:
+        n = rebuild(args.root, {"env": runtime_env("(rebuild)")})
+        print(f"catalog rebuilt from manifests and tombstones: {n} entries")
+        return 0
+    rows = sorted(_catalog(Path(args.root)).values(), key=lambda m: int(m["first_seq"] or 0))
+    print(f"{'schema type':<14}{'records':>8}{'bytes':>10}  {'first timestamp':<25}{'versions':<14}{'state':<10}path")
+    for m in rows:
+        if args.type and m["schema_type"] != args.type:
+            continue
+        if args.user and args.user not in m["users"]:
+            continue
+        if args.session and args.session not in m["sessions"]:
+            continue
+        size = m.get("parquet", {}).get("bytes", m["bytes"])
+        path = m.get("parquet", {}).get("path", m["path"])
+        print(f"{m['schema_type']:<14}{m['records']:>8}{size:>10}  {m['first_timestamp'] or '-':<25}"
+              f"{','.join(sorted(m['versions'])):<14}{m['state']:<10}{path}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import os
+
+    from . import _durable
+    from ._progress import Progress
+    from .reader import data_files, read_table
+
+    out = os.path.abspath(args.out)
+    files = data_files(args.root, schema_type=args.type, user_id=args.user, session_id=args.session)
+    progress = Progress(len(files), "export", unit="files")
+    dir_fd = _durable.open_root(os.path.dirname(out))
+    try:
+        if args.format == "parquet":
+            import pyarrow.parquet as pq
+
+            table = read_table(args.root, args.type, config=args.config, user_id=args.user,
+                               session_id=args.session, since=args.since, until=args.until)
+            progress.advance(len(files))
+            _durable.publish(dir_fd, os.path.basename(out),
+                             lambda f: pq.write_table(table, f, compression="zstd"), out)
+            n = table.num_rows
+        else:
+            lines = []
+            for e in read(args.root, schema_type=args.type, user_id=args.user, session_id=args.session,
+                          since=args.since, until=args.until):
+                e.pop("prev", None), e.pop("h", None), e.pop("commit", None)
+                lines.append(msgspec.json.encode(e))
+            progress.advance(len(files))
+            _durable.write_new(dir_fd, os.path.basename(out), b"\n".join(lines) + b"\n" if lines else b"", out)
+            n = len(lines)
+    finally:
+        _durable.close(dir_fd)
+        progress.done()
+    print(f"export: {n} records of {args.type} from {len(files)} files -> {out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -102,6 +166,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="record timestamp >= this ISO-8601 UTC time")
     p.add_argument("--until", help="record timestamp < this ISO-8601 UTC time")
     p.set_defaults(func=_cmd_read)
+
+    p = sub.add_parser("catalog", help="list sealed segments (from the catalog), or rebuild it")
+    p.add_argument("root", help="data root")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the catalog from manifests and tombstones")
+    p.add_argument("--type", help="schema type")
+    p.add_argument("--user", help="user_id")
+    p.add_argument("--session", help="session_id")
+    p.set_defaults(func=_cmd_catalog)
+
+    p = sub.add_parser("export", help="write a filtered slice of one schema type to Parquet or JSONL")
+    p.add_argument("root", help="data root")
+    p.add_argument("--type", required=True, help="schema type")
+    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    p.add_argument("--config", help="registry TOML (for the models; default: the packaged example)")
+    p.add_argument("--user", help="user_id")
+    p.add_argument("--session", help="session_id")
+    p.add_argument("--since", help="record timestamp >= this ISO-8601 UTC time")
+    p.add_argument("--until", help="record timestamp < this ISO-8601 UTC time")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("run", help="run a supervised recorder (restarts it on crash)")
     p.add_argument("--config", help="registry TOML (default: the packaged example)")

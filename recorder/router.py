@@ -26,7 +26,7 @@ import zmq
 from . import _durable
 from . import protocol as P
 from ._run import Endpoints, endpoints, lock_endpoints
-from .actor import Done, WriterActor
+from .actor import Done, EndSession, WriterActor
 from .config import load_config
 from .exceptions import RecorderError, RecordTooLarge, UnknownSchemaError, ValidationError
 from .store import Store
@@ -241,6 +241,9 @@ class Router:
             if done.fatal is not None:
                 print(f"recorder: fatal: {done.fatal}", file=sys.stderr, flush=True)
                 fatal = True
+            for user_id, session_id in done.ended:
+                for a in self.actors.values():
+                    a.inbox.put(EndSession(user_id, session_id))
             for producer, pseq in done.durable:
                 st = self.producers.get(producer)
                 if st is not None:

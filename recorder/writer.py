@@ -355,7 +355,13 @@ class TypeWriter:
                 self.seal(rel)
 
     def end_session(self, user_id: str | None, session_id: str) -> int:
-        """Seal every open segment of one session; returns how many."""
+        """Seal every open segment of one session; returns how many.
+
+        A type whose path has no ``{segment}`` keeps one file per stream and
+        is never sealed: its next record would have nowhere else to go.
+        """
+        if not self.rotating:
+            return 0
         n = 0
         for rel, info in list(self.info.items()):
             v = info.values
