@@ -351,4 +351,7 @@ def verify(paths: Iterable[str | Path], show_progress: bool = False) -> tuple[in
         if problem:
             problems.append(problem)
     progress.done()
+    from ._segcheck import check_segments  # manifests, links across segments, Parquet digests, catalog
+    problems += [q for p in map(str, paths) if os.path.isdir(p) for q in check_segments(p)
+                 if all(q.path != o.path for o in problems)]
     return len(files), problems
