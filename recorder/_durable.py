@@ -201,6 +201,25 @@ def publish(dir_fd: int, name: str, write: Callable[[BinaryIO], None], label: st
         raise
 
 
+def sweep_temp(dir_fd: int) -> list[str]:
+    """Remove the hidden temp files (``.NAME.tmp-PID``) a crash left in a directory.
+
+    Files of this process are left alone: another thread may be writing one.
+    """
+    gone = []
+    mine = f".tmp-{os.getpid()}"
+    for name in os.listdir(dir_fd):
+        if name.startswith(".") and ".tmp-" in name and not name.endswith(mine):
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+                gone.append(name)
+            except FileNotFoundError:
+                pass
+    if gone:
+        os.fsync(dir_fd)
+    return gone
+
+
 def unlink(dir_fd: int, name: str, label: str) -> None:
     """Remove ``name`` and make the removal durable (fsync the directory)."""
     try:

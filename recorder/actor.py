@@ -28,6 +28,7 @@ __all__ = ["WriterActor", "Done", "Item"]
 #: (frame, recorder sequence number, receive time in ns)
 Item = tuple[Record, int, int]
 _STOP = None
+MAX_BATCH_BYTES = 1 << 20  # a batch stays small enough for restart de-duplication to see whole
 HOUSEKEEPING_S = 1.0  # an idle actor checks segment age and session idleness this often
 
 
@@ -88,6 +89,7 @@ class WriterActor(threading.Thread):
             if first is _STOP:
                 break
             batch: list[Item] = []
+            size = 0
             item: Item | EndSession | None = first
             while True:
                 if item is _STOP:
@@ -97,7 +99,8 @@ class WriterActor(threading.Thread):
                     self._end_session(batch, item)
                 else:
                     batch.append(item)
-                if len(batch) >= self.max_batch:
+                    size += len(item[0].record)
+                if len(batch) >= self.max_batch or size >= MAX_BATCH_BYTES:
                     break
                 try:
                     item = self.inbox.get_nowait()

@@ -30,6 +30,7 @@ GENESIS = "0" * 64
 _SUFFIX = len(b'"h":"') + 64 + len(b'"}')  # bytes after the hashed prefix
 _COMMIT = b'"commit":true,'
 _CHUNK = 1 << 20
+_DEDUP_BATCHES = 4  # whole batches kept in Recovery.tail for the router's de-duplication
 
 
 def _hash(data: bytes) -> str:
@@ -178,7 +179,9 @@ class Journal:
                 if obj is not None and obj.get("commit") is True:
                     commit_at = i
                     break
-            if commit_at >= 0 or start == 0:
+            # Enough tail for de-duplication too: the last few whole batches
+            # (their acknowledgements may not have left before a crash).
+            if start == 0 or (commit_at >= 0 and data.count(b'"commit":true') > _DEDUP_BATCHES):
                 break
             start = max(0, start - _CHUNK)
         rec = Recovery()

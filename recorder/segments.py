@@ -200,6 +200,7 @@ class Sealer(threading.Thread):
         *dirs, name = rel.split("/")
         dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
         try:
+            _durable.sweep_temp(dir_fd)  # a Parquet file a crash left half-written, never published
             stem = name[: -len(".jsonl")]
             mname = stem + MANIFEST_SUFFIX
             manifest = self._load(dir_fd, mname)

@@ -139,6 +139,8 @@ class Store:
             _durable.close(self.root_fd)
             raise
         state_fd = _durable.open_dirs(self.internal_fd, ["state"], f"{INTERNAL_DIR}/state")
+        for fd in (self.internal_fd, state_fd):
+            _durable.sweep_temp(fd)  # a crash inside an atomic write leaves its hidden temp file
         self.seq = _SeqLease(state_fd)
         self.env = runtime_env(self.config.digest)
         header = {"env": self.env}
