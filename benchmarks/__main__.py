@@ -12,6 +12,7 @@ from collections.abc import Sequence
 CASES: list[str] = [
     "append",
     "latency",
+    "seal",
 ]
 
 
