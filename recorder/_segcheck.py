@@ -426,6 +426,7 @@ def _check_streams(base: Path, segs: dict[str, _Seg], report: _Report) -> None:
                 where = render(n, None) or stream.replace("{segment}", str(n))
                 report.add(base / where, f"segment {n} of stream {stream} is missing "
                                          "(neither manifest nor tombstone nor data)")
+        broken: dict[int, tuple[str, str, str]] = {}  # segment -> (its prev, the head before it, file)
         for n in range(1, top + 1):
             cur, prev = by_n.get(n), by_n.get(n - 1)
             if cur is None or prev is None:
@@ -433,8 +434,13 @@ def _check_streams(base: Path, segs: dict[str, _Seg], report: _Report) -> None:
             want = _head(prev)
             got, where = _prev_of(base, cur)
             if want and got and got != want:
-                report.add(where, f"chain broken across segments: segment {n} continues {got[:16]}... but "
-                                  f"segment {n - 1} ends at {want[:16]}...")
+                broken[n] = (got, want, where)
+        for n, (got, want, where) in sorted(broken.items()):
+            if n - 1 in broken:
+                continue  # a foreign segment n-1 breaks both of its links: it alone is reported
+            either = f"; segment {n + 1} does not continue it either" if n + 1 in broken else ""
+            report.add(where, f"chain broken across segments: segment {n} continues {got[:16]}... but "
+                              f"segment {n - 1} ends at {want[:16]}...{either}")
 
 
 def _head(seg: _Seg) -> str | None:
