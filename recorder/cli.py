@@ -48,6 +48,11 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if args.curve_server_public or args.curve_client_secret:
+        from .client import _load_curve
+
+        sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = _load_curve(
+            args.curve_server_public, args.curve_client_secret)
     try:
         sock.connect(ep.control)
         sock.send(P.encode(P.StatsRequest()))
@@ -143,6 +148,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    import os
+
+    import zmq.auth
+
+    os.makedirs(args.dir, mode=0o700, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(args.dir, args.name)
+    os.chmod(secret, 0o600)
+    os.chmod(public, 0o644)
+    print(f"public key: {public}\nsecret key: {secret}  (owner-only; never copy it off this host)")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -187,6 +205,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="record timestamp < this ISO-8601 UTC time")
     p.set_defaults(func=_cmd_export)
 
+    p = sub.add_parser("keygen", help="make a CURVE key pair (NAME.key public, NAME.key_secret owner-only)")
+    p.add_argument("dir", help="directory for the certificate files")
+    p.add_argument("--name", default="recorder", help="file name stem (default: recorder)")
+    p.set_defaults(func=_cmd_keygen)
+
     p = sub.add_parser("run", help="run a supervised recorder (restarts it on crash)")
     p.add_argument("--config", help="registry TOML (default: the packaged example)")
     p.add_argument("--data-root", help="overrides recorder.data_root")
@@ -197,6 +220,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="overrides recorder.data_root")
     p.add_argument("--json", action="store_true")
     p.add_argument("--timeout", type=float, default=3.0)
+    p.add_argument("--curve-server-public", help="the recorder's public certificate (CURVE over TCP)")
+    p.add_argument("--curve-client-secret", help="this client's secret certificate (CURVE over TCP)")
     p.set_defaults(func=_cmd_stats)
 
     p = sub.add_parser("demo", help="record the example schemas from several producers, then verify")

@@ -25,12 +25,30 @@ from pydantic import BaseModel
 from . import protocol as P
 from ._run import endpoints
 from .config import load_config
-from .exceptions import RecorderUnavailable, RecordTooLarge, RejectedError, ValidationError
+from .exceptions import RecorderError, RecorderUnavailable, RecordTooLarge, RejectedError, ValidationError
 from .validation import encode_record
 
 __all__ = ["Client"]
 
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def _load_curve(server_public: str | None, client_secret: str | None) -> tuple[bytes, bytes, bytes]:
+    """(server public, client public, client secret) keys from certificate files."""
+    import zmq.auth
+
+    if not (server_public and client_secret):
+        raise RecorderError("CURVE needs both curve_server_public and curve_client_secret")
+    try:
+        server, _ = zmq.auth.load_certificate(server_public)
+        public, secret = zmq.auth.load_certificate(client_secret)
+    except (OSError, ValueError) as e:
+        raise RecorderError(f"cannot load a CURVE certificate: {e}") from e
+    if secret is None:
+        raise RecorderError(f"{client_secret}: not a secret certificate (use the .key_secret file)")
+    return server, public, secret
 
 
 def _after_fork_in_child() -> None:
@@ -56,13 +74,22 @@ class Client:
             raise RecorderUnavailable at once (False).
         timeout: seconds ``record()`` may block on a full buffer.
         max_record_bytes: records larger than this are refused here, typed.
+        curve_server_public: the recorder's public certificate (``server.key``)
+            for a CURVE-protected TCP endpoint; needs ``curve_client_secret``.
+        curve_client_secret: this producer's secret certificate
+            (``NAME.key_secret``, made by ``recorder keygen``), whose public
+            half the recorder lists in its ``curve_clients_dir``.
+
+    Raises:
+        RecorderError: a CURVE certificate cannot be loaded.
     """
 
     def __init__(self, endpoint: str | None = None, control: str | None = None, *,
                  config: str | None = None, data_root: str | None = None,
                  user_id: str | None = None, session_id: str | None = None, source: str | None = None,
                  max_pending: int = 100_000, block: bool = True, timeout: float = 10.0,
-                 max_record_bytes: int | None = None) -> None:
+                 max_record_bytes: int | None = None,
+                 curve_server_public: str | None = None, curve_client_secret: str | None = None) -> None:
         cfg = load_config(config)
         if endpoint is None or control is None:
             ep = endpoints(cfg, data_root or cfg.recorder.data_root)
@@ -76,6 +103,9 @@ class Client:
         self.max_record_bytes = max_record_bytes or cfg.recorder.max_message_bytes
         self._config = config
         self._types: dict[type, str] | None = None
+        self._curve: tuple[bytes, bytes, bytes] | None = None
+        if curve_server_public or curve_client_secret:
+            self._curve = _load_curve(curve_server_public, curve_client_secret)
         self._reset()
         _clients.add(self)
 
@@ -97,6 +127,7 @@ class Client:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._last_hello = 0.0
+        self._auth_error = ""  # set when a CURVE handshake is refused
         self.latencies_ns: deque[int] = deque(maxlen=200_000)  # record() -> durable ack
         self.counters = {"sent": 0, "acked": 0, "rejected": 0, "resent": 0, "blocked": 0}
 
@@ -220,6 +251,7 @@ class Client:
         push.setsockopt(zmq.SNDHWM, 10_000)
         push.setsockopt(zmq.RECONNECT_IVL, 50)
         push.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        self._apply_curve(push)
         push.connect(self.endpoint)
         self._push = push
         self._thread = threading.Thread(target=self._io_loop, name="recorder-client", daemon=True)
@@ -261,6 +293,8 @@ class Client:
         with self._cond:
             while self._acked < target:
                 left = deadline - time.monotonic()
+                if self._auth_error and left <= timeout - 0.5:
+                    raise RecorderUnavailable(self._auth_error)
                 if left <= 0:
                     raise RecorderUnavailable(
                         f"recorder at {self.endpoint} acknowledged up to #{self._acked}, "
@@ -284,14 +318,24 @@ class Client:
         dealer.setsockopt(zmq.IMMEDIATE, 1)
         dealer.setsockopt(zmq.RECONNECT_IVL, 50)
         dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        self._apply_curve(dealer)
+        # A refused CURVE handshake is silent in ZeroMQ: watch for it, so the
+        # producer hears "authentication failed" rather than only a timeout.
+        monitor = dealer.get_monitor_socket(_HANDSHAKE_EVENTS)
         dealer.connect(self.control_endpoint)
         hello = P.encode(P.Hello(self.producer, 0, os.getpid(), socket.gethostname()))
         ping = P.encode(P.Ping(self.producer))
         self._send(dealer, hello)
         last_ping = time.monotonic()
+        poller = zmq.Poller()
+        poller.register(dealer, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         try:
             while not self._closing:
-                if dealer.poll(20):
+                ready = dict(poller.poll(20))
+                if monitor in ready:
+                    self._on_monitor(monitor)
+                if dealer in ready:
                     while True:
                         try:
                             data = dealer.recv(zmq.NOBLOCK)
@@ -303,7 +347,32 @@ class Client:
                     last_ping = now
                     self._send(dealer, ping)
         finally:
+            dealer.disable_monitor()
+            monitor.close(linger=0)
             dealer.close(linger=0)
+
+    def _on_monitor(self, monitor: zmq.Socket[Any]) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while True:
+            try:
+                ev = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            with self._cond:
+                if ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._auth_error = ""
+                else:
+                    self._auth_error = (f"the recorder at {self.control_endpoint} refused the connection "
+                                        f"(CURVE authentication failed, or a key is wrong or missing)")
+                self._cond.notify_all()
+
+    def _apply_curve(self, sock: zmq.Socket[Any]) -> None:
+        if self._curve is not None:
+            server, public, secret = self._curve
+            sock.curve_serverkey = server
+            sock.curve_publickey = public
+            sock.curve_secretkey = secret
 
     def _send(self, dealer: zmq.Socket[Any], data: bytes) -> None:
         try:

@@ -67,6 +67,10 @@ class RecorderSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     max_total_bytes: int = 0
     min_free_bytes: int = 64 << 20
     session_end_event: str = "session_end"
+    # CURVE for TCP endpoints: the server's secret certificate and the
+    # directory of the client public certificates allowed in (both or none)
+    curve_server_secret: str = ""
+    curve_clients_dir: str = ""
 
 
 class Config(msgspec.Struct, kw_only=True):
@@ -132,6 +136,9 @@ def parse_config(text: str, source: str) -> Config:
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown table")
     settings = _convert(doc.get("recorder", {}), RecorderSettings, source, "recorder")
+    if bool(settings.curve_server_secret) != bool(settings.curve_clients_dir):
+        raise ConfigError(source, "recorder.curve_clients_dir",
+                          "CURVE needs both curve_server_secret and curve_clients_dir (authentication is enforced)")
     for key in _RECORDER_POSITIVE:
         if getattr(settings, key) <= 0:
             raise ConfigError(source, f"recorder.{key}", "must be a positive integer")

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import psutil
 import zmq
+import zmq.auth
 
 from . import _durable
 from . import protocol as P
@@ -86,6 +87,7 @@ class Router:
         self.actors = {name: WriterActor(store, name, self._report) for name in store.writers}
         self._wake_push: dict[int, zmq.Socket[bytes]] = {}  # one inproc socket per actor thread
         self.proc = psutil.Process()
+        self.auth: Any = None
 
     # -- actor side ------------------------------------------------------
     def _report(self, done: Done) -> None:
@@ -106,8 +108,32 @@ class Router:
             pass  # the router is already awake with messages queued
 
     # -- lifecycle -------------------------------------------------------
+    def _secure(self) -> None:
+        """Make both sockets CURVE servers that admit only the listed client keys."""
+        s = self.store.config.recorder
+        if not s.curve_server_secret:
+            return
+        from zmq.auth.thread import ThreadAuthenticator
+
+        try:
+            public, secret = zmq.auth.load_certificate(s.curve_server_secret)
+        except (OSError, ValueError) as e:
+            raise RecorderError(f"{s.curve_server_secret}: cannot load the CURVE server certificate: {e}") from e
+        if secret is None:
+            raise RecorderError(f"{s.curve_server_secret}: not a secret certificate (use the .key_secret file)")
+        if not os.path.isdir(s.curve_clients_dir):
+            raise RecorderError(f"{s.curve_clients_dir}: the directory of client public keys does not exist")
+        self.auth = ThreadAuthenticator(self.ctx)
+        self.auth.start()
+        self.auth.configure_curve(domain="*", location=s.curve_clients_dir)
+        for sock in (self.pull, self.ctl):
+            sock.curve_secretkey = secret
+            sock.curve_publickey = public
+            sock.curve_server = True
+
     def bind(self) -> None:
         """Bind sockets and start the actors; after this the recorder accepts records."""
+        self._secure()
         for ep, sock in ((self.ep.ingress, self.pull), (self.ep.control, self.ctl)):
             if ep.startswith("ipc://") and os.path.exists(ep[6:]):
                 os.unlink(ep[6:])  # a stale socket of a dead recorder; the endpoint lock is ours
@@ -164,6 +190,8 @@ class Router:
     def close_sockets(self) -> None:
         for s in list(self._wake_push.values()) + [self.pull, self.ctl, self.wake]:
             s.close()
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
     # -- ingress ---------------------------------------------------------
@@ -400,7 +428,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     router = Router(store, ep, args.restarts)
     router.stopping = stop["flag"]
-    router.bind()
+    try:
+        router.bind()
+    except (RecorderError, zmq.ZMQError) as e:
+        print(f"recorder: error: {e}", file=sys.stderr, flush=True)
+        store.close()
+        router.close_sockets()
+        return 2
     store.event("recorder_ready", {"pid": os.getpid(), "epoch": router.epoch, "restarts": args.restarts})
     ready = {"pid": os.getpid(), "epoch": router.epoch, "ingress": ep.ingress, "control": ep.control,
              "data_root": store.root}

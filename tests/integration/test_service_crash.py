@@ -141,9 +141,6 @@ def test_recorder_dies_with_its_supervisor(procs: Procs, data_root: Path, client
     assert c.record(sample_message(i=1), schema_type="a3cp_message", wait=True) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (store/_durable): a kill between write_new's temp file and its rename leaves "
-    "_recorder/state/.seq.tmp-<pid>; nothing removes stale .tmp- files when a recorder starts"))
 def test_no_temp_file_survives_a_kill_inside_an_atomic_write(
         procs: Procs, data_root: Path, clients: Callable[..., Client]) -> None:
     """A recorder killed between writing and renaming a temp file leaves no temp file once a recorder ran again."""
