@@ -34,6 +34,7 @@ from .store import Store
 
 __all__ = ["Router", "main"]
 
+SWITCH_INTERVAL_S = 0.0002
 MAX_INBOX = 50_000  # records queued for one actor before ingress pauses
 PRODUCER_TTL_S = 3600.0  # idle producers with nothing pending are forgotten after this
 
@@ -416,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # The router thread must get the GIL back quickly from a validating actor:
+    # with the default 5 ms switch interval every ack waits up to 5 ms more.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         config = load_config(args.config)
         root = args.data_root or config.recorder.data_root
