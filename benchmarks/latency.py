@@ -9,7 +9,12 @@ fresh data root, then N producer processes (``python -m benchmarks.latency
 - ``paced``: ``--rate`` records/s in total across the producers (default
   5,000, i.e. 1,250/s each), paced on a deadline schedule;
 - ``unpaced``: as fast as ``record()`` allows, with a bounded client buffer
-  (``--max-pending``): the maximum durable throughput.
+  (``--max-pending``): the maximum durable throughput. Its ack latency is
+  queueing behind that buffer (about max-pending / throughput), and its
+  ``record()`` maximum is backpressure (blocking on a full buffer).
+
+Paced producers are interleaved (producer i starts i/N of a period late);
+``--phase aligned`` makes them tick together (bursts of N records).
 
 Every producer warms up (``--warmup`` seconds of the same traffic, then
 ``flush()``), waits for a common start signal, sends for ``--seconds``, then
@@ -23,9 +28,12 @@ recorder's stats.
 Results go to ``benchmarks/results/latency-<time>.json``, a plot of the
 latency distributions beside it (``.png``, needs matplotlib), and a Markdown
 table to stdout. The exit status is 1 when the p99 durable-ack latency of a
-paced case (``capture``, ``paced``) exceeds ``--budget-ms`` (50 ms, NF1).
+paced case (``capture``, ``paced``) exceeds ``--budget-ms`` (50 ms, NF1), or
+a case fails. Before the cases, a 1 KB append + fdatasync probe of the data
+filesystem, and per case the CPU other processes took, are recorded: on a
+shared machine both move the tails a lot (``--repeat`` keeps the median run).
 
-    python -m benchmarks latency                # 3 cases, 10 s each, ~1 min
+    python -m benchmarks latency                # 3 cases, 10 s each, ~45 s
     python -m benchmarks latency --quick        # CI: 2 s each, < 30 s
     python -m benchmarks latency --cases paced --rate 5000 20000 --sessions shared
 """
