@@ -19,6 +19,8 @@ What is checked, each problem named at the file at fault:
 The catalog's copy of a manifest is hash-chained, the manifest file is not:
 data files are compared with the catalog's copy when the catalog is intact,
 so an altered manifest is blamed on itself, not on the data it describes.
+Meant for a data root no recorder is writing: while one runs, a segment
+caught between two sealing steps shows as a lagging catalog.
 """
 
 from __future__ import annotations
