@@ -111,6 +111,7 @@ class Journal:
         self.last_seq = 0
         self.synced_size = 0
         self.records = 0  # lines after the header
+        self._pending: tuple[str, int, int] | None = None  # written, not yet synced: (head, bytes, lines)
         self.prev_head = GENESIS
         self.keep_cut: Callable[[int, bytes], None] | None = None
 
@@ -284,6 +285,14 @@ class Journal:
         The state (head, size) only advances once the batch is durable, so a
         failed batch leaves this object as it was before it.
         """
+        self.write(bodies)
+        self.sync()
+
+    def write(self, bodies: list[bytes]) -> None:
+        """The first half of ``append``: chain and write the batch, not yet synced.
+
+        Lets a writer issue the fdatasyncs of several files at once (``sync``).
+        """
         parts: list[bytes] = []
         head = self.head
         last = len(bodies) - 1
@@ -293,12 +302,20 @@ class Journal:
             head = h
         data = b"".join(parts)
         _durable.append(self.fd, data, self.label)
+        self._pending = (head, len(data), len(bodies))
+
+    def sync(self) -> None:
+        """The second half of ``append``: fdatasync (fsync mode), then advance the state."""
+        if self._pending is None:
+            return
         if self.fsync:
             _durable.sync(self.fd, self.label)
+        head, n, lines = self._pending
+        self._pending = None
         self.head = head
-        self.size += len(data)
+        self.size += n
         self.synced_size = self.size
-        self.records += len(bodies)
+        self.records += lines
 
     def checkpoint(self) -> bytes:
         """The head anchor kept beside the file: the line ending at ``size`` hashes to ``head``."""

@@ -8,6 +8,7 @@ import time
 
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,7 @@ class TypeWriter:
         self.prev_heads: dict[str, str] = {}  # stream -> head of its last sealed segment
         self.recovered: dict[str, Recovery] = {}
         self.finished: queue.SimpleQueue[str] = queue.SimpleQueue()  # filled by the sealer
+        self._pool: ThreadPoolExecutor | None = None
         cfg = spec.config
         self.rotating = "segment" in spec.template.fields
         self.rotate_bytes, self.rotate_records = cfg.rotate_bytes, cfg.rotate_records
@@ -234,22 +236,43 @@ class TypeWriter:
         if self.admit is not None:
             self.admit(self.spec.name, size)
         now = time.monotonic()
-        for rel, bodies in groups.items():
-            stream, values = where[rel]
-            j = self.journal(rel, stream, self.current.get(stream, 0), values)
-            before = j.size
-            try:
-                j.append(bodies)
-            except (StorageFull, DurabilityError):
-                self._cut_back(rel, j)
-                raise
+        touched: list[tuple[str, Journal]] = []
+        sizes: dict[str, int] = {}
+        try:
+            for rel, bodies in groups.items():
+                stream, values = where[rel]
+                j = self.journal(rel, stream, self.current.get(stream, 0), values)
+                touched.append((rel, j))
+                sizes[rel] = j.size
+                j.write(bodies)
+            self._sync_all([j for _, j in touched])
+        except (StorageFull, DurabilityError):
+            # All or nothing: a batch is acknowledged as a whole, so every file
+            # it touched goes back to where it was before it.
+            for rel, j in touched:
+                self._cut_back(rel, j, sizes.get(rel, j.synced_size))
+            raise
+        for rel, j in touched:
             j.last_seq = last[rel]
             if self.usage is not None:
-                self.usage(self.spec.name, j.size - before)
+                self.usage(self.spec.name, j.size - sizes[rel])
             info = self.info[rel]
             info.last_append = now
             if self.rotating and self._full(j, info, now):
                 self.seal(rel)
+
+    def _sync_all(self, journals: list[Journal]) -> None:
+        """fdatasync every file of a batch; several at once, since the disk overlaps them."""
+        if len(journals) == 1 or not self.spec.fsync:
+            for j in journals:
+                j.sync()
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"sync-{self.spec.name}")
+        errors = [f.exception() for f in [self._pool.submit(j.sync) for j in journals]]
+        for e in errors:
+            if e is not None:
+                raise e
 
     def _full(self, j: Journal, info: _Open, now: float) -> bool:
         return bool((self.rotate_bytes and j.size >= self.rotate_bytes)
@@ -370,19 +393,23 @@ class TypeWriter:
                 n += 1
         return n
 
-    def _cut_back(self, rel: str, j: Journal) -> None:
+    def _cut_back(self, rel: str, j: Journal, size: int) -> None:
         # What was written since the last good fdatasync is unknown (and on EIO
         # the page cache may lie), so cut it off through a new descriptor and
         # reopen; the failed batch was never acknowledged.
+        if j.fd < 0:
+            return
+        j._pending = None
         self.open.pop(rel, None)
         self.info.pop(rel, None)
         _durable.close(j.fd)
         fd = os.open(j.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=j.dir_fd)
         try:
-            _durable.truncate(fd, j.synced_size, rel)
+            _durable.truncate(fd, size, rel)
         finally:
             _durable.close(fd)
         _durable.close(j.dir_fd)
+        j.fd = -1
 
     def _close(self, j: Journal) -> None:
         try:
@@ -396,6 +423,9 @@ class TypeWriter:
             _, j = self.open.popitem()
             self._close(j)
         self.info.clear()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def open_journal(dir_fd: int, name: str, rel: str, header: dict[str, Any], on_event: EventSink, *,
