@@ -134,8 +134,8 @@ def append(fd: int, data: bytes, label: str) -> None:
 
 def sync(fd: int, label: str) -> None:
     """fdatasync ``fd``. A failure is final for this descriptor (never retried)."""
-    fault("before_fsync")
     try:
+        fault("before_fsync")
         os.fdatasync(fd)
     except OSError as e:
         raise _wrap(e, label, "fdatasync") from e

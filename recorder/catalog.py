@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -70,13 +70,26 @@ class Catalog:
 
     NAME = "catalog.jsonl"
 
-    def __init__(self, internal_fd: int, header: dict[str, Any]) -> None:
+    def __init__(self, internal_fd: int, header: dict[str, Any], root: str,
+                 on_event: Callable[[str, dict[str, Any]], None]) -> None:
+        from .writer import open_journal
+
         self.internal_fd = internal_fd
         self.lock = threading.Lock()
         self.segments: dict[str, Segment] = {}  # journal path (manifest["path"]) -> segment
-        self._load()
-        self.journal = Journal(internal_fd, self.NAME, f"_recorder/{self.NAME}", hashing=True, fsync=True)
-        self.journal.open({**header, "schema_type": "catalog"})
+        self.journal, rec = open_journal(internal_fd, self.NAME, f"_recorder/{self.NAME}",
+                                         {**header, "schema_type": "catalog"}, on_event, hashing=True, fsync=True)
+        if rec.damaged is None:
+            self._load()
+        else:
+            # The catalog is derived data: a damaged one (set aside by
+            # open_journal) is rebuilt from the manifests beside the segments.
+            for kind, doc in scan_manifests(root):
+                if kind == "seal":
+                    self.add(doc.get("state") == "converted" and "convert" or "seal", doc)
+                else:
+                    self.add("delete", doc["manifest"], doc)
+            on_event("catalog_rebuilt", {"entries": len(self.segments)})
 
     def _load(self) -> None:
         try:
@@ -95,13 +108,13 @@ class Catalog:
         if op in ("seal", "convert"):
             self.segments[m["path"]] = Segment(m)
         elif op == "delete":
-            seg = self.segments.get(m["path"])
-            if seg is not None:
-                seg.deleted = entry.get("tombstone", {})
+            seg = self.segments.setdefault(m["path"], Segment(m))
+            seg.deleted = entry.get("tombstone", {})
 
     def add(self, op: str, manifest: dict[str, Any], tombstone: dict[str, Any] | None = None) -> None:
         """Append one entry durably, then apply it to the index."""
-        entry: dict[str, Any] = {"op": op, "manifest": manifest}
+        # a copy: callers go on changing their manifest (sealed -> converted)
+        entry: dict[str, Any] = {"op": op, "manifest": msgspec.json.decode(msgspec.json.encode(manifest))}
         if tombstone is not None:
             entry["tombstone"] = tombstone
         with self.lock:

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from . import _durable
-from .exceptions import CorruptionError
+from .exceptions import CorruptionError, RecorderError
 
 __all__ = ["Journal", "Recovery", "check_line", "GENESIS", "FORMAT_VERSION"]
 
@@ -285,8 +285,26 @@ class Journal:
         The state (head, size) only advances once the batch is durable, so a
         failed batch leaves this object as it was before it.
         """
-        self.write(bodies)
-        self.sync()
+        try:
+            self.write(bodies)
+            self.sync()
+        except RecorderError:
+            self.rollback()
+            raise
+
+    def rollback(self) -> None:
+        """Cut the file back to its last synced size through a new descriptor.
+
+        After a failed write or fdatasync what the file holds past that point
+        is unknown (and the page cache may lie after EIO); it was never
+        acknowledged, so it goes, and the next batch chains from the old head.
+        """
+        self._pending = None
+        fd = os.open(self.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+        try:
+            _durable.truncate(fd, self.synced_size, self.label)
+        finally:
+            os.close(fd)
 
     def write(self, bodies: list[bytes]) -> None:
         """The first half of ``append``: chain and write the batch, not yet synced.
@@ -322,10 +340,17 @@ class Journal:
         return msgspec.json.encode({"size": self.size, "head": self.head, "seq": self.last_seq})
 
     def close(self) -> None:
-        """Close the file, leaving a durable head checkpoint beside it."""
+        """Close the file, leaving a durable head checkpoint beside it.
+
+        Raises:
+            StorageFull, DurabilityError: the checkpoint could not be written
+                (the file is closed all the same).
+        """
         if self.fd < 0:
             return
-        if self.hashing and self.size:
-            _durable.write_new(self.dir_fd, self.name + ".head", self.checkpoint(), self.label)
-        _durable.close(self.fd)
-        self.fd = -1
+        try:
+            if self.hashing and self.size:
+                _durable.write_new(self.dir_fd, self.name + ".head", self.checkpoint(), self.label)
+        finally:
+            _durable.close(self.fd)
+            self.fd = -1

@@ -208,7 +208,7 @@ class Sealer(threading.Thread):
                 data = _read_file(dir_fd, name)
                 manifest = build_manifest(data, rel, schema_type, spec.config.format, stream, segment)
                 _durable.write_new(dir_fd, mname, msgspec.json.encode(manifest), mname)
-                self.catalog.add("seal", manifest)
+            self._catalog_has(manifest)  # a crash may have come between the manifest and its entry
             if spec.config.format == "parquet" and manifest["state"] == "sealed":
                 self._convert(dir_fd, name, stem, rel, manifest, spec.model_for)
             if manifest["state"] == "converted" and not spec.config.keep_journal:
@@ -218,6 +218,12 @@ class Sealer(threading.Thread):
                 _durable.unlink(dir_fd, name + ".head", rel + ".head")
         finally:
             _durable.close(dir_fd)
+
+    def _catalog_has(self, manifest: dict[str, Any]) -> None:
+        """Add the manifest to the catalog unless the catalog already holds this very state."""
+        seg = self.catalog.segments.get(manifest["path"])
+        if seg is None or seg.manifest != manifest:
+            self.catalog.add("convert" if manifest["state"] == "converted" else "seal", manifest)
 
     def _load(self, dir_fd: int, mname: str) -> dict[str, Any] | None:
         try:
@@ -245,7 +251,7 @@ class Sealer(threading.Thread):
         manifest["journal_kept"] = bool(self.registry.get(manifest["schema_type"]).config.keep_journal)
         mname = stem + MANIFEST_SUFFIX
         _durable.write_new(dir_fd, mname, msgspec.json.encode(manifest), mname)
-        self.catalog.add("convert", manifest)
+        self._catalog_has(manifest)
 
     # -- retention -----------------------------------------------------------
     def retention(self, now: float) -> int:
@@ -273,16 +279,19 @@ class Sealer(threading.Thread):
         try:
             tomb = {"manifest": manifest, "reason": reason, "deleted_at": iso_ns(time.time_ns())}
             _durable.write_new(dir_fd, stem + TOMBSTONE_SUFFIX, msgspec.json.encode(tomb), rel)
+            counted = 0  # bytes storage usage counts: the data files only
             for victim in (stem + ".parquet", name, name + ".head", stem + MANIFEST_SUFFIX):
                 try:
-                    freed += os.stat(victim, dir_fd=dir_fd, follow_symlinks=False).st_size
+                    size = os.stat(victim, dir_fd=dir_fd, follow_symlinks=False).st_size
                 except FileNotFoundError:
                     continue
+                freed += size
+                counted += size if victim in (stem + ".parquet", name) else 0
                 _durable.unlink(dir_fd, victim, rel)
             self.catalog.add("delete", manifest, tomb)
         finally:
             _durable.close(dir_fd)
-        self.usage.add(manifest["schema_type"], -freed)
+        self.usage.add(manifest["schema_type"], -counted)
         self.on_event("segment_deleted", {"path": rel, "reason": reason, "sha256": manifest["sha256"],
                                           "records": manifest["records"], "bytes": freed})
         return freed

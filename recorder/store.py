@@ -160,7 +160,7 @@ class Store:
         self.quarantine = _Quarantine(qj, settings.quarantine_max_bytes, settings.quarantine_copy_bytes)
         for kind, details in early:
             self.event(kind, details)
-        self.catalog = Catalog(self.internal_fd, header)
+        self.catalog = Catalog(self.internal_fd, header, self.root, self.event)
         self.usage = Usage()
         self.sealer = Sealer(self.root_fd, self.registry, self.catalog, self.usage, self.event)
         self._free: tuple[float, int] = (0.0, 0)
@@ -182,8 +182,6 @@ class Store:
                 producer, pseq = line.get("producer"), line.get("pseq")
                 if isinstance(producer, str) and isinstance(pseq, int):
                     self.on_disk.setdefault(producer, set()).add(pseq)
-            for j in w.open.values():
-                self.usage.add(w.spec.name, j.size)
         self.sealer.start()
         self.event("recorder_start", {"data_root": self.root, "config": self.config.source,
                                       "config_digest": self.config.digest})
@@ -292,6 +290,11 @@ class Store:
             self._free = (now, st.f_bavail * st.f_frsize)
         return self._free[1]
 
+    def _spend(self, nbytes: int) -> None:
+        # Writes between two statvfs calls still use the disk.
+        t, free = self._free
+        self._free = (t, free - nbytes)
+
     def admit(self, schema_type: str, nbytes: int) -> None:
         """Make room for ``nbytes`` more of ``schema_type`` under every storage limit.
 
@@ -310,6 +313,7 @@ class Store:
         if s.min_free_bytes:
             self._room(schema_type, None, lambda: self._free_bytes() - nbytes < s.min_free_bytes,
                        f"free disk space below recorder.min_free_bytes ({s.min_free_bytes} bytes)")
+            self._spend(nbytes)
 
     def _room(self, schema_type: str, scope: str | None, over: Callable[[], bool], why: str) -> None:
         if not over():

@@ -18,7 +18,7 @@ from . import _durable
 from ._env import iso_ns
 from ._paths import date_fields
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
-from .exceptions import DurabilityError, StorageFull
+from .exceptions import DurabilityError, RecorderError, StorageFull
 from .journal import GENESIS, Journal, Recovery
 from .registry import TypeSpec
 from .validation import Accepted, safe_json
@@ -128,6 +128,13 @@ class TypeWriter:
                 stream, segment = self._parse(rel)
                 self.current[stream] = max(self.current.get(stream, 0), segment + 1)
                 self.seal_fn(self.spec.name, rel, stream.replace("\0", "{segment}"), segment)
+        for rel, state in list(self.active.items()):
+            if state == "open" and self.rotating and self._has_manifest(rel) and self.seal_fn is not None:
+                # sealed, but the state file could not say so before a crash
+                self.active[rel] = "sealing"
+                stream, segment = self._parse(rel)
+                self.current[stream] = max(self.current.get(stream, 0), segment + 1)
+                self.seal_fn(self.spec.name, rel, stream.replace("\0", "{segment}"), segment)
         opened = [r for r, st in sorted(self.active.items()) if st == "open"][-self.max_open:]
         for rel in opened:
             stream, segment = self._parse(rel)
@@ -135,6 +142,20 @@ class TypeWriter:
             self.journal(rel, stream, segment, {})
             tail.extend(self.recovered[rel].tail)
         return tail
+
+    def _has_manifest(self, rel: str) -> bool:
+        *dirs, name = rel.split("/")
+        try:
+            dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
+        except RecorderError:
+            return False
+        try:
+            os.stat(name[: -len(".jsonl")] + MANIFEST_SUFFIX, dir_fd=dir_fd, follow_symlinks=False)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            _durable.close(dir_fd)
 
     def _parse(self, rel: str) -> tuple[str, int]:
         """(stream, segment) of a journal path written by this writer.
@@ -259,7 +280,14 @@ class TypeWriter:
             info = self.info[rel]
             info.last_append = now
             if self.rotating and self._full(j, info, now):
-                self.seal(rel)
+                self._try_seal(rel)
+
+    def _try_seal(self, rel: str) -> None:
+        """Seal after a batch is durable: a failure is reported, never a refusal of stored records."""
+        try:
+            self.seal(rel)
+        except RecorderError as e:
+            self.on_event("seal_failed", {"path": rel, "error": str(e)})
 
     def _sync_all(self, journals: list[Journal]) -> None:
         """fdatasync every file of a batch; several at once, since the disk overlaps them."""
@@ -304,6 +332,8 @@ class TypeWriter:
         j, rec = open_journal(dir_fd, name, rel, header, self.on_event,
                               hashing=self.spec.hashing, fsync=self.spec.fsync, prev_head=prev)
         self.recovered[rel] = rec
+        if self.usage is not None:
+            self.usage(self.spec.name, j.size)  # its header, or what a reopened file already holds
         now = time.monotonic()
         self.open[rel] = j
         self.info[rel] = _Open(stream, segment, values or {}, now, now)
@@ -343,7 +373,10 @@ class TypeWriter:
         info = self.info.pop(rel, None)
         if j is None or info is None:
             return
-        self._close(j)
+        try:
+            self._close(j)  # closes even when its checkpoint cannot be written
+        except RecorderError as e:
+            self.on_event("checkpoint_failed", {"path": rel, "error": str(e)})
         self.prev_heads[info.stream] = j.head
         self.current[info.stream] = info.segment + 1
         self.active[rel] = "sealing"
@@ -375,7 +408,7 @@ class TypeWriter:
             if j is None or j.records == 0:
                 continue
             if (self.idle and now - info.last_append >= self.idle) or self._full(j, info, now):
-                self.seal(rel)
+                self._try_seal(rel)
 
     def end_session(self, user_id: str | None, session_id: str) -> int:
         """Seal every open segment of one session; returns how many.

@@ -465,8 +465,8 @@ def test_a_kill_while_sealing_a_journal_recovers_every_record_once(
 
 
 def _verify_params(steps: list[str], bugs: dict[int, str]) -> list[Any]:
-    return [pytest.param(i, id=f"{i}-{s}", marks=[pytest.mark.xfail(strict=True, reason=bugs[i])] if i in bugs else [])
-            for i, s in enumerate(steps)]
+    del bugs  # every step recovers now (the bugs these marked were fixed)
+    return [pytest.param(i, id=f"{i}-{s}") for i, s in enumerate(steps)]
 
 
 CATALOG_SKIPS_SEAL = (
@@ -543,7 +543,6 @@ USAGE_IGNORES_HEADERS = (
     "len(body) + 140 per line while a committed chained line adds 161 bytes; so a type's journals exceed max_bytes")
 
 
-@pytest.mark.xfail(strict=True, reason=USAGE_IGNORES_HEADERS)
 def test_max_bytes_with_reject_bounds_the_bytes_on_disk(tmp_path: Path) -> None:
     """After a refusal, the type's data files hold no more than max_bytes."""
     cfg, root = write_config(tmp_path, msg="rotate_records = 3\nmax_bytes = 8000"), tmp_path / "data"
@@ -595,11 +594,6 @@ def test_delete_oldest_deletes_sealed_segments_oldest_first_with_tombstones(tmp_
     assert read_verify(root) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (segments.Sealer.delete vs writer usage): deleting a segment subtracts the bytes of its journal, "
-    ".head checkpoint and manifest, while only its record lines were ever added to Usage; usage drifts below "
-    "the real size with every deletion, so delete_oldest lets the type grow far past max_bytes "
-    "(about 21 kB of journals for max_bytes = 8000 after 30 records)"))
 def test_delete_oldest_keeps_the_type_within_max_bytes(tmp_path: Path) -> None:
     """With delete_oldest, the type's data on disk stays within max_bytes however much is recorded."""
     root = delete_oldest_recording(tmp_path)
@@ -692,11 +686,6 @@ def test_enospc_from_fdatasync_is_refused_and_leaves_no_torn_record(
     assert read_verify(root) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (_durable.sync): the fault hook runs before the try that wraps OSError, so ENOSPC injected at "
-    "before_fsync escapes as a bare OSError: the writer (which cuts back only on StorageFull/DurabilityError) "
-    "keeps the unsynced line, the next record chains from the stale head, and the reopened journal is set aside "
-    "as damaged, taking acknowledged records out of read()"))
 def test_enospc_injected_before_fsync_is_refused_and_leaves_no_torn_record(
         tmp_path: Path, no_fault_hook: None) -> None:
     """ENOSPC injected at before_fsync behaves as ENOSPC from fdatasync: StorageFull, cut back, whole journal."""
@@ -716,11 +705,6 @@ def test_enospc_injected_before_fsync_is_refused_and_leaves_no_torn_record(
     assert read_verify(root) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (writer.TypeWriter.write/seal): the record that fills a segment is appended and fdatasync'd, then "
-    "seal() writes the .head checkpoint and state file; ENOSPC there propagates out of write() as StorageFull, "
-    "so Store.record reports a record as refused ('the record was not written') that is durably stored "
-    "(the journal's fd also leaks: Journal.close raised before closing it)"))
 def test_enospc_while_sealing_the_segment_a_record_filled_is_never_a_false_refusal(
         tmp_path: Path, no_fault_hook: None) -> None:
     """A record either is acknowledged and stored, or refused and absent, even when sealing its segment fails."""
@@ -739,11 +723,6 @@ def test_enospc_while_sealing_the_segment_a_record_filled_is_never_a_false_refus
     assert [p for p in refused if p in stored] == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (catalog.Catalog.add/__init__): an append that fails (ENOSPC, EIO) leaves its line in "
-    "_recorder/catalog.jsonl and the next entry chains from the old head, breaking the catalog's chain; "
-    "on restart Catalog ignores the damaged Recovery that Journal.open returns (no set-aside) and appends "
-    "from GENESIS"))
 def test_enospc_while_the_sealer_appends_to_the_catalog_leaves_it_whole(
         tmp_path: Path, no_fault_hook: None) -> None:
     """A full disk during sealing fails that seal (retried at restart) and never breaks the catalog's chain."""
@@ -822,10 +801,6 @@ def test_the_free_space_watermark_refuses_before_the_disk_is_full(tmp_path: Path
     assert pseqs(root, "msg") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (store.Store._free_bytes/admit): free space is measured with statvfs at most every 0.5 s and the cached "
-    "figure is not reduced by what was written since, so a burst (1.5 MB in ~0.2 s here) runs past "
-    "min_free_bytes into ENOSPC instead of being refused at the watermark"))
 def test_the_free_space_watermark_holds_under_a_burst(tmp_path: Path, tiny_fs: Path) -> None:
     """Records written as fast as possible are refused at the watermark, not by ENOSPC."""
     cfg = write_config(tmp_path, msg="rotate_records = 100000", recorder="min_free_bytes = 1000000")
@@ -874,10 +849,6 @@ def test_rebuild_reproduces_the_catalog(tmp_path: Path) -> None:
     assert read_verify(root) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (catalog.Catalog._apply): a 'delete' entry for a segment without an earlier seal/convert entry is "
-    "ignored, and a rebuilt catalog holds only delete entries for deleted segments, so after "
-    "`recorder catalog --rebuild` search(include_deleted=True) no longer lists any deleted segment"))
 def test_a_rebuilt_catalog_still_lists_deleted_segments(tmp_path: Path) -> None:
     """search(include_deleted=True) gives the same segments before and after a rebuild."""
     cfg, root, before = rebuilt_recording(tmp_path)
