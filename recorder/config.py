@@ -71,6 +71,9 @@ class RecorderSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     # directory of the client public certificates allowed in (both or none)
     curve_server_secret: str = ""
     curve_clients_dir: str = ""
+    # supervisor: give up after restart_limit crashes within restart_window_s
+    restart_limit: int = 10
+    restart_window_s: float = 60.0
 
 
 class Config(msgspec.Struct, kw_only=True):

@@ -69,7 +69,8 @@ class Supervisor:
         self.config = load_config(config)
         self.data_root = os.path.realpath(data_root or self.config.recorder.data_root)
         self.ep = endpoints(self.config, self.data_root)
-        self.policy = policy or RestartPolicy()
+        s = self.config.recorder
+        self.policy = policy or RestartPolicy(max_restarts=s.restart_limit, window=s.restart_window_s)
         self.out = out or sys.stdout
         self.restarts = 0
         self.stopping = False
