@@ -14,10 +14,17 @@ from typing import Any
 _PACKAGES = ("recorder", "pydantic", "pyzmq", "msgspec", "pyarrow", "psutil")
 
 
+_last_second: list[Any] = [-1, ""]  # strftime is the slow part: reuse it within a second
+
+
 def iso_ns(ns: int) -> str:
     """Integer nanoseconds -> ``2026-11-25T09:00:00.123456Z`` (fixed width, sortable)."""
     s, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{rest // 1000:06d}Z"
+    cached = _last_second
+    if cached[0] != s:
+        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
+        cached[0] = s
+    return f"{cached[1]}.{rest // 1000:06d}Z"
 
 
 def iso_ms_now() -> str:

@@ -319,19 +319,30 @@ class Store:
         if not over():
             return
         if self.registry.get(schema_type).config.on_limit == "delete_oldest":
-            for seg in self.catalog.search(schema_type=scope):
-                m = seg.manifest
-                if m["format"] == "parquet" and m["state"] != "converted":
-                    continue  # still being converted: not ours to delete yet
-                if self.registry.specs.get(m["schema_type"]) is None:
-                    continue
-                if self.registry.get(m["schema_type"]).config.on_limit != "delete_oldest":
-                    continue  # never delete another type's data against its own policy
-                self.sealer.delete(m, f"storage limit: {why}")
-                self._free = (0.0, 0)
-                if not over():
+            if self._delete_oldest(scope, over, why):
+                return
+            if self.sealer.busy.is_set():
+                # the segments just sealed are not in the catalog yet: let the sealer catch up once
+                self.sealer.wait_idle(5.0)
+                if self._delete_oldest(scope, over, why):
                     return
         raise StorageFull(schema_type, why)
+
+    def _delete_oldest(self, scope: str | None, over: Callable[[], bool], why: str) -> bool:
+        """Delete sealed segments, oldest first, until ``over()`` is false; True if it got there."""
+        for seg in self.catalog.search(schema_type=scope):
+            m = seg.manifest
+            if m["format"] == "parquet" and m["state"] != "converted":
+                continue  # still being converted: not ours to delete yet
+            if self.registry.specs.get(m["schema_type"]) is None:
+                continue
+            if self.registry.get(m["schema_type"]).config.on_limit != "delete_oldest":
+                continue  # never delete another type's data against its own policy
+            self.sealer.delete(m, f"storage limit: {why}")
+            self._free = (0.0, 0)
+            if not over():
+                return True
+        return False
 
     def close(self) -> None:
         """Flush and close every file (head checkpoints included), then release the root."""

@@ -96,6 +96,7 @@ class TypeWriter:
         self.recovered: dict[str, Recovery] = {}
         self.finished: queue.SimpleQueue[str] = queue.SimpleQueue()  # filled by the sealer
         self._pool: ThreadPoolExecutor | None = None
+        self._streams: dict[tuple[Any, ...], str] = {}  # path values -> stream (rendered template)
         cfg = spec.config
         self.rotating = "segment" in spec.template.fields
         self.rotate_bytes, self.rotate_records = cfg.rotate_bytes, cfg.rotate_records
@@ -186,10 +187,19 @@ class TypeWriter:
     def route(self, entry: Entry) -> tuple[str, str, dict[str, Any]]:
         """(stream, journal path, values) for ``entry``."""
         values = self._values(entry)
+        key = tuple(values.values())
+        stream = self._streams.get(key)
+        if stream is None:
+            # rendering a template costs more than the rest of routing: once per stream
+            if len(self._streams) > 4096:
+                self._streams.clear()
+            if self.rotating:
+                stream = self.spec.template.text.format_map({**values, "segment": _SEG})
+            else:
+                stream = self.spec.template.render({**values, "segment": 0})
+            self._streams[key] = stream
         if not self.rotating:
-            rel = self.spec.template.render({**values, "segment": 0})
-            return rel, rel, values
-        stream = self.spec.template.text.format_map({**values, "segment": _SEG})
+            return stream, stream, values
         seg = self.current.get(stream)
         if seg is None:
             seg = self._find_segment(stream)
