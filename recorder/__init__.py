@@ -18,7 +18,7 @@ from .exceptions import (
     UnsafeIdentifier,
     ValidationError,
 )
-from .reader import Problem, read, verify
+from .reader import Problem, read, read_table, verify
 from .registry import Registry
 from .store import Store
 
@@ -42,6 +42,7 @@ __all__ = [
     "ValidationError",
     "load_config",
     "read",
+    "read_table",
     "verify",
 ]
 

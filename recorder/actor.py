@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .exceptions import DurabilityError, RecorderError, StorageFull, ValidationError
 from .protocol import Record
-from .store import Store
+from .store import Store, session_end_pattern
 from .validation import Meta
 from .writer import Entry
 
@@ -63,8 +63,7 @@ class WriterActor(threading.Thread):
         self.report = report
         self.max_batch = max_batch
         self.inbox: queue.SimpleQueue[Item | EndSession | None] = queue.SimpleQueue()
-        end = store.config.recorder.session_end_event.encode()
-        self.session_end = re.compile(rb'"event_type"\s*:\s*"' + re.escape(end) + rb'"')
+        self.session_end = session_end_pattern(store, schema_type)
         # counters read by `recorder stats` (written only by this thread)
         self.records = 0
         self.bytes = 0
@@ -73,6 +72,7 @@ class WriterActor(threading.Thread):
         self.batch_sizes: deque[int] = deque(maxlen=4096)
         self.latencies_ns: deque[int] = deque(maxlen=16384)  # receive -> durable
         self.full_since = 0.0
+        self._last_housekeeping = time.monotonic()
 
     def stop(self) -> None:
         """Ask the actor to finish what it has queued, then exit."""
@@ -109,11 +109,14 @@ class WriterActor(threading.Thread):
             if not batch:
                 continue
             done = self._commit(batch)
-            self.report(done)
+            self.report(done)  # acknowledge first; housekeeping is off the ack path
             if done.fatal is not None:
                 return
+            if time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_S:  # busy types seal idle sessions too
+                self._housekeeping()
 
     def _housekeeping(self) -> None:
+        self._last_housekeeping = time.monotonic()
         try:
             self.writer.housekeeping(time.monotonic())
         except RecorderError as e:
@@ -162,10 +165,11 @@ class WriterActor(threading.Thread):
         self.full_since = 0.0
         now = time.time_ns()
         done.durable = [(en.producer, en.pseq) for en in entries]
-        for en in entries:
-            sid = en.accepted.fields.get("session_id")
-            if sid and self.session_end.search(en.accepted.record):
-                done.ended.append((en.accepted.fields.get("user_id"), sid))
+        if self.session_end is not None:
+            for en in entries:
+                sid = en.accepted.fields.get("session_id")
+                if sid and self.session_end.search(en.accepted.record):
+                    done.ended.append((en.accepted.fields.get("user_id"), sid))
         self.records += len(entries)
         self.bytes += size
         self.batches += 1

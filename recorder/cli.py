@@ -1,4 +1,4 @@
-"""The ``recorder`` command: demo, run, read, verify, stats."""
+"""The ``recorder`` command: demo, run, stats, read, verify, catalog, export, keygen."""
 
 from __future__ import annotations
 
@@ -92,7 +92,20 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     from .reader import _catalog
 
     if args.rebuild:
-        n = rebuild(args.root, {"env": runtime_env("(rebuild)")})
+        import fcntl
+        import os
+
+        lock = os.path.join(args.root, "_recorder", "lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RecorderError(f"{args.root}: a recorder is running on it; stop it before rebuilding") from None
+        try:
+            n = rebuild(args.root, {"env": runtime_env("(rebuild)")})
+        finally:
+            os.close(fd)
         print(f"catalog rebuilt from manifests and tombstones: {n} entries")
         return 0
     rows = sorted(_catalog(Path(args.root)).values(), key=lambda m: int(m["first_seq"] or 0))

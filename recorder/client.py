@@ -164,6 +164,9 @@ class Client:
                 user_id or self._default(obj, "user_id"), session_id or self._default(obj, "session_id"),
                 source or self._default(obj, "source"),
                 action_id, tags))
+            if len(frame) > self.max_record_bytes + 4096:  # metadata (tags) count toward the frame cap
+                self._next -= 1
+                raise RecordTooLarge(stype, len(frame), self.max_record_bytes)
             self._pending.append((pseq, frame, t0))
             self.counters["sent"] += 1
             if not self._unsent_from:

@@ -139,6 +139,13 @@ def parse_config(text: str, source: str) -> Config:
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown table")
     settings = _convert(doc.get("recorder", {}), RecorderSettings, source, "recorder")
+    for key in ("max_total_bytes", "min_free_bytes"):
+        if getattr(settings, key) < 0:
+            raise ConfigError(source, f"recorder.{key}", "must be 0 (off) or positive")
+    if settings.restart_limit < 1:
+        raise ConfigError(source, "recorder.restart_limit", "must be at least 1")
+    if settings.restart_window_s <= 0:
+        raise ConfigError(source, "recorder.restart_window_s", "must be positive")
     if bool(settings.curve_server_secret) != bool(settings.curve_clients_dir):
         raise ConfigError(source, "recorder.curve_clients_dir",
                           "CURVE needs both curve_server_secret and curve_clients_dir (authentication is enforced)")

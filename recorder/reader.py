@@ -158,8 +158,22 @@ def data_files(root: str | Path, *, schema_type: str | None = None, user_id: str
             m = catalog.get(rel)
             if m is not None and not Segment(m).matches(schema_type, None, user_id, session_id, since, until):
                 continue
+            if m is None and schema_type is not None and f.endswith(".jsonl") \
+                    and _header_type(Path(dirpath, f)) not in (schema_type, None):
+                continue  # an open journal of another type: its header says so
             chosen.append(Path(dirpath, f))
     return chosen
+
+
+def _header_type(path: Path) -> str | None:
+    """The schema type a journal's header names (None if unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            head = msgspec.json.decode(fh.readline())
+    except (OSError, msgspec.DecodeError):
+        return None
+    t = head.get("schema_type") if isinstance(head, dict) else None
+    return t if isinstance(t, str) else None
 
 
 def _py(value: Any, t: Any) -> Any:

@@ -37,6 +37,12 @@ def _import_model(ref: str, source: str, key: str) -> type[BaseModel]:
     return obj
 
 
+def _journal_pattern(tokens: list[str]) -> list[str]:
+    """A template's pattern with a ``.parquet`` ending read as the ``.jsonl`` journal it starts as."""
+    text = "".join(tokens)
+    return tokens[: -len(".parquet")] + list(".jsonl") if text.endswith(".parquet") else tokens
+
+
 def _needles(words: list[str]) -> tuple[bytes, ...]:
     return tuple(w.encode() for w in words)
 
@@ -128,8 +134,10 @@ class Registry:
             segmented = "segment" in template.fields
             if segmented and "{segment" in template.text.rsplit("/", 1)[0]:
                 raise ConfigError(src, f"{key}.path", "{segment} belongs in the file name, not a directory")
-            if segmented and any(c.isdigit() for c in template.text.rsplit("}", 1)[-1]):
-                raise ConfigError(src, f"{key}.path", "no digits may follow the last placeholder after {segment}")
+            after = template.text.split("{segment", 1)[1].split("}", 1)[1] if segmented else ""
+            if segmented and ("{" in after or any(c.isdigit() for c in after)):
+                raise ConfigError(src, f"{key}.path",
+                                  "{segment} must be the last placeholder, with no digits after it")
             wants = [k for k in ("rotate_bytes", "rotate_records", "rotate_age_s", "session_idle_s")
                      if getattr(tc, k)] + (["format = 'parquet'"] if tc.format == "parquet" else [])
             if wants and not segmented:
@@ -164,7 +172,8 @@ class Registry:
             for b in names[i + 1 :]:
                 pa = specs[a].template.pattern(a)
                 pb = specs[b].template.pattern(b)
-                if can_collide(pa, pb):
+                ja, jb = _journal_pattern(pa), _journal_pattern(pb)  # a parquet type journals first
+                if can_collide(pa, pb) or can_collide(ja, jb):
                     raise ConfigError(
                         src,
                         f"types.{b}.path",

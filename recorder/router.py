@@ -13,6 +13,7 @@ import argparse
 import ctypes
 import os
 import queue
+import re
 import signal
 import sys
 import time
@@ -35,6 +36,7 @@ from .store import Store
 __all__ = ["Router", "main"]
 
 SWITCH_INTERVAL_S = 0.0002
+_PRODUCER = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_INBOX = 50_000  # records queued for one actor before ingress pauses
 PRODUCER_TTL_S = 3600.0  # idle producers with nothing pending are forgotten after this
 
@@ -215,6 +217,11 @@ class Router:
             self.store.reject("?", data, bad, "?", 0, "wire")  # the quarantine bounds its copy
             return
         _durable.fault("after_receive")
+        if not _PRODUCER.fullmatch(r.producer):
+            self.counters["bad_frames"] += 1
+            bad = ValidationError(r.schema_type[:64], "producer", "producer id must match [A-Za-z0-9._-]{1,64}")
+            self.store.reject(r.schema_type[:64], data, bad, "?", r.pseq, "wire")
+            return
         st = self.producers.get(r.producer)
         if st is None:
             if r.pseq != 1:  # restarted recorder, or a frame overtook the Hello
@@ -336,6 +343,9 @@ class Router:
                 self.ctl.send_multipart([ident, P.encode(P.StatsReply(body))], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
+            return
+        if isinstance(msg, (P.Hello, P.Ping)) and not _PRODUCER.fullmatch(msg.producer):
+            self.counters["bad_frames"] += 1
             return
         if isinstance(msg, P.Hello):
             st = self.producers.get(msg.producer) or self._new_producer(msg.producer, msg.acked)

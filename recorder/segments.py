@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
@@ -73,17 +73,19 @@ def build_manifest(data: bytes, rel: str, schema_type: str, fmt: str, stream: st
         p, n = e.get("producer"), e.get("pseq")
         if isinstance(p, str) and isinstance(n, int) and n > producers.get(p, 0):
             producers[p] = n
+        head = e.get("h", head)
         ts = e.get("timestamp")
         if isinstance(ts, str):
             try:
                 t = datetime.fromisoformat(ts.replace("Z", "+00:00"))
             except ValueError:
-                continue
+                continue  # not a time: the segment's time range ignores it
+            if t.tzinfo is None:
+                t = t.replace(tzinfo=timezone.utc)  # A3CP times are UTC
             if ts_min is None or t < ts_min[0]:
                 ts_min = (t, ts)
             if ts_max is None or t > ts_max[0]:
                 ts_max = (t, ts)
-        head = e.get("h", head)
     return {
         "manifest_version": MANIFEST_VERSION,
         "state": "sealed",

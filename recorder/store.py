@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import threading
 import time
 import uuid
@@ -110,6 +111,16 @@ class _Quarantine:
         self.journal.close()
 
 
+def session_end_pattern(store: Store, schema_type: str) -> re.Pattern[bytes] | None:
+    """How a record of this type says its session ended, if it can: audit types only
+    (a model with an ``event_type`` field), ``event_type`` = recorder.session_end_event."""
+    spec = store.registry.get(schema_type)
+    if not any("event_type" in model.model_fields for _, model in spec.models):
+        return None
+    end = store.config.recorder.session_end_event.encode()
+    return re.compile(rb'"event_type"\s*:\s*"' + re.escape(end) + rb'"')
+
+
 class Store:
     """Validates and durably records records into one data root.
 
@@ -164,6 +175,7 @@ class Store:
         self.usage = Usage()
         self.sealer = Sealer(self.root_fd, self.registry, self.catalog, self.usage, self.event)
         self._free: tuple[float, int] = (0.0, 0)
+        self._session_end: dict[str, re.Pattern[bytes] | None] = {}
         self.writers = {
             name: TypeWriter(spec, self.root_fd, header, settings.max_open_files, self.event, state_fd,
                              seal=self._submit_seal, admit=self.admit, usage=self.usage.add)
@@ -259,6 +271,10 @@ class Store:
             raise
         entry = Entry(acc, self.seq.take(), time.time_ns(), producer, pseq)
         self.writers[acc.spec.name].write([entry])
+        end = self._session_end.setdefault(acc.spec.name, session_end_pattern(self, acc.spec.name))
+        session = acc.fields.get("session_id")
+        if end is not None and session and end.search(acc.record):
+            self.end_session(acc.fields.get("user_id"), session)
         return entry.seq
 
     def type_of(self, record: Any) -> str:

@@ -54,6 +54,9 @@ class _Marker:
 
 
 _SEG = _Marker()
+_RECENT = 4  # recently sealed segments whose tails are read at start
+_SEALED_TAIL = 4 << 20  # bytes of a sealed journal's end read for de-duplication
+_SEALED_ROWS = 8192  # rows of a Parquet segment's end read likewise
 
 
 @dataclass
@@ -97,6 +100,8 @@ class TypeWriter:
         self.finished: queue.SimpleQueue[str] = queue.SimpleQueue()  # filled by the sealer
         self._pool: ThreadPoolExecutor | None = None
         self._streams: dict[tuple[Any, ...], str] = {}  # path values -> stream (rendered template)
+        self._recent: list[str] = []  # sealed segments kept in the state file for de-duplication
+        self._counted: dict[str, int] = {}  # journal -> bytes already added to storage usage
         cfg = spec.config
         self.rotating = "segment" in spec.template.fields
         self.rotate_bytes, self.rotate_records = cfg.rotate_bytes, cfg.rotate_records
@@ -136,6 +141,11 @@ class TypeWriter:
                 stream, segment = self._parse(rel)
                 self.current[stream] = max(self.current.get(stream, 0), segment + 1)
                 self.seal_fn(self.spec.name, rel, stream.replace("\0", "{segment}"), segment)
+        for rel, state in sorted(self.active.items()):
+            if state in ("sealing", "recent"):
+                tail.extend(self._sealed_tail(rel))
+                if state == "recent":
+                    self._recent.append(rel)
         opened = [r for r, st in sorted(self.active.items()) if st == "open"][-self.max_open:]
         for rel in opened:
             stream, segment = self._parse(rel)
@@ -143,6 +153,45 @@ class TypeWriter:
             self.journal(rel, stream, segment, {})
             tail.extend(self.recovered[rel].tail)
         return tail
+
+    def _sealed_tail(self, rel: str) -> list[dict[str, Any]]:
+        """(producer, pseq) of the last records of a sealed segment, from its journal or Parquet file."""
+        *dirs, name = rel.split("/")
+        stem = name[: -len(".jsonl")]
+        try:
+            dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
+        except RecorderError:
+            return []
+        try:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            except FileNotFoundError:
+                fd = -1
+            if fd >= 0:
+                with os.fdopen(fd, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    f.seek(max(0, size - _SEALED_TAIL))
+                    lines = f.read().split(b"\n")[1:]
+                out = []
+                for ln in lines:
+                    try:
+                        obj = msgspec.json.decode(ln)
+                    except msgspec.DecodeError:
+                        continue
+                    if isinstance(obj, dict):
+                        out.append({"producer": obj.get("producer"), "pseq": obj.get("pseq")})
+                return out
+            try:
+                pfd = os.open(stem + ".parquet", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return []
+            import pyarrow.parquet as pq
+
+            with os.fdopen(pfd, "rb") as f:
+                rows: list[dict[str, Any]] = pq.read_table(f, columns=["producer", "pseq"]).to_pylist()
+            return rows[-_SEALED_ROWS:]
+        finally:
+            _durable.close(dir_fd)
 
     def _has_manifest(self, rel: str) -> bool:
         *dirs, name = rel.split("/")
@@ -285,8 +334,7 @@ class TypeWriter:
             raise
         for rel, j in touched:
             j.last_seq = last[rel]
-            if self.usage is not None:
-                self.usage(self.spec.name, j.size - sizes[rel])
+            self._count(rel, j)
             info = self.info[rel]
             info.last_append = now
             if self.rotating and self._full(j, info, now):
@@ -298,6 +346,12 @@ class TypeWriter:
             self.seal(rel)
         except RecorderError as e:
             self.on_event("seal_failed", {"path": rel, "error": str(e)})
+
+    def _count(self, rel: str, j: Journal) -> None:
+        """Add to storage usage what this journal holds beyond what was already counted."""
+        if self.usage is not None:
+            self.usage(self.spec.name, j.size - self._counted.get(rel, 0))
+        self._counted[rel] = j.size
 
     def _sync_all(self, journals: list[Journal]) -> None:
         """fdatasync every file of a batch; several at once, since the disk overlaps them."""
@@ -342,8 +396,7 @@ class TypeWriter:
         j, rec = open_journal(dir_fd, name, rel, header, self.on_event,
                               hashing=self.spec.hashing, fsync=self.spec.fsync, prev_head=prev)
         self.recovered[rel] = rec
-        if self.usage is not None:
-            self.usage(self.spec.name, j.size)  # its header, or what a reopened file already holds
+        self._count(rel, j)  # its header, or what a reopened file holds beyond what was counted
         now = time.monotonic()
         self.open[rel] = j
         self.info[rel] = _Open(stream, segment, values or {}, now, now)
@@ -397,14 +450,23 @@ class TypeWriter:
             self.seal_fn(self.spec.name, rel, info.stream.replace("\0", "{segment}"), info.segment)
 
     def _drain_finished(self) -> None:
-        """Forget sealed segments the sealer finished: they need no recovery at start."""
+        """Sealed segments the sealer finished need no recovery at start; the last few
+        stay listed as "recent", since their last batch's acknowledgement may not have
+        left before a crash and the router must know those records are on disk."""
         changed = False
         while True:
             try:
                 rel = self.finished.get_nowait()
             except queue.Empty:
                 break
-            changed |= self.active.pop(rel, None) is not None
+            if rel in self.active:
+                self.active[rel] = "recent"
+                self._recent.append(rel)
+                changed = True
+        while len(self._recent) > _RECENT:
+            old = self._recent.pop(0)
+            if self.active.get(old) == "recent":
+                del self.active[old]
         if changed:
             self._save_active()
 
