@@ -11,6 +11,7 @@ from collections.abc import Sequence
 #: which adds its subcommand and sets ``func`` (args -> exit code) as a default.
 CASES: list[str] = [
     "append",
+    "compare",
     "latency",
     "seal",
 ]
