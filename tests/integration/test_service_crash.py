@@ -97,8 +97,11 @@ def test_random_sigkills_under_load_lose_no_acknowledged_record(procs: Procs, da
 
     # Kill at random points of the traffic (by bytes on disk, so each kill
     # lands while the producers are still sending).
-    wait_for(lambda: all(f.exists() for f in files), 20, "both producers' first records", state=written)
-    line = len(files[0].read_bytes().splitlines()[-1]) + 1
+    def started() -> bool:  # a header and at least one record line in both journals
+        return all(f.exists() and f.read_bytes().count(b"\n") >= 2 for f in files)
+
+    wait_for(started, 20, "both producers' first records", state=written)
+    line = len(files[0].read_bytes().splitlines()[1]) + 1
     total = 2 * per_producer * line
     marks = sorted(rng.uniform(0.1, 0.7) * total for _ in range(3))
     for mark in marks:
