@@ -14,6 +14,7 @@ CASES: list[str] = [
     "compare",
     "latency",
     "seal",
+    "soak",
 ]
 
 
