@@ -502,6 +502,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
              + (f", at least {spacing:.2f} s between kills" if spacing else "")
              + f"), {args.producers} producers at {args.rate:g} records/s, in {work}")
 
+    git_at_start = machine_info()["git"]  # recorder/ may change under a long run: restarts import it afresh
     violations: list[str] = []
     kills: list[dict[str, Any]] = []
     t_start = time.monotonic()
@@ -608,6 +609,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                      "rotate_message": args.rotate_message, "rotate_action": args.rotate_action,
                      "session_records": args.session_records, "restart_limit": settings.restart_limit},
         "machine": machine_info(work),
+        "git_at_start": git_at_start,
         "wall_s": round(wall, 1),
         "check_s": round(time.monotonic() - t_check, 1),
         "kills_survived": sum(1 for k in kills if k["new_pid"] != k["pid"]),
@@ -644,6 +646,8 @@ def summary(r: dict[str, Any]) -> str:
     rec, ra, st = r["records"], r["restart_to_accepting_s"], r["startup_s"]
     lines = [
         f"command                {r['command']}  (seed {r['seed']})",
+        f"recorder at            {r['git_at_start']}"
+        + (f" -> {r['machine']['git']} (changed during the run)" if r['machine']['git'] != r['git_at_start'] else ""),
         f"kills survived         {r['kills_survived']} of {r['settings']['kills']}",
         f"records sent           {rec['sent']}  (resent after restarts: {r['resent']}; most unacknowledged "
         f"at once in a producer: {max((p['max_pending'] or 0 for p in r['producers']), default=0)})",
