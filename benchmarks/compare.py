@@ -176,6 +176,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--keep", action="store_true", help="keep the data roots")
     p.add_argument("--no-plot", action="store_true", help="do not draw the PNG plots")
     p.add_argument("--out", help="results JSON path (default: benchmarks/results/compare-<time>.json)")
+    p.add_argument("--report", metavar="JSON",
+                   help="only redraw the table and plots of an earlier results file (beside it)")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child mode: one case
     p.set_defaults(func=run)
 
@@ -192,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--producers, --sqlite-batch and --repeat must be >= 1")
     if args.one:
         return _one(args)
+    if args.report:
+        return _report_only(Path(args.report), args.no_plot)
     return _all(args)
 
 
@@ -258,10 +262,21 @@ def _all(args: argparse.Namespace) -> int:
         "elapsed_s": round(time.monotonic() - t_all, 1),
     }
     path = write_results(CASE, payload, args.out)
+    _publish(payload, chosen, path, args.no_plot)
+    progress(f"compare: done in {payload['elapsed_s']:.0f} s")
+    if failures:
+        print(f"FAILED cases: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _publish(payload: dict[str, Any], chosen: list[dict[str, Any]], path: Path, no_plot: bool) -> None:
+    """Plots and the Markdown report beside the results file; the report on stdout."""
     plots: list[Path] = []
-    if not args.no_plot and results:
+    if not no_plot and chosen:
         plots = [p for p in (plot_latency(chosen, path.with_name(path.stem + "-latency.png")),
-                             plot_rates(rows, path.with_name(path.stem + "-rates.png"), payload["machine"]))
+                             plot_rates(payload["summary"], path.with_name(path.stem + "-rates.png"),
+                                        payload["machine"]))
                  if p is not None]
     report = markdown_report(payload, [p.name for p in plots])
     path.with_suffix(".md").write_text(report, encoding="utf-8")
@@ -269,10 +284,14 @@ def _all(args: argparse.Namespace) -> int:
     for p in plots:
         print(f"plot: {p}")
     print(f"results: {path} (+ {path.with_suffix('.md').name})")
-    progress(f"compare: done in {payload['elapsed_s']:.0f} s")
-    if failures:
-        print(f"FAILED cases: {', '.join(failures)}", file=sys.stderr)
-        return 1
+
+
+def _report_only(path: Path, no_plot: bool) -> int:
+    """Redraw the table and plots of a results file (for instance after changing how they are drawn)."""
+    payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    chosen = median_runs(payload["results"])
+    payload["summary"] = summarize(chosen)
+    _publish(payload, chosen, path, no_plot)
     return 0
 
 
@@ -314,7 +333,9 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "lat_p999_ms": lat["p99.9"], "lat_max_ms": lat["max"], "writer_cpu_pct": r["writer"]["cpu_pct"],
             "cpu_us_per_record": r["cpu_us_per_record"], "writer_rss_mib": r["writer"]["rss_peak_mib"],
             "all_rss_mib": r["all_rss_peak_mib"], "other_cpu_cores": r["other_cpu_cores"],
-            "kept_up": r["kept_up"],
+            "kept_up": r["rate"] <= 0 or (r["records"] >= 0.97 * r["rate"] * r["seconds"]
+                                          and r["throughput_per_s"] >= 0.95 * r["rate"]),
+            "recorder_batch_mean": r.get("recorder_batch_mean"),
         })
     base = {row["rate"]: row for row in rows if row["variant"] == "recorder"}
     for row in rows:
@@ -379,7 +400,7 @@ def markdown_report(payload: dict[str, Any], plots: Sequence[str]) -> str:
     m, s = payload["machine"], payload["settings"]
     db, da = payload["fsync_probe"]["before"], payload["fsync_probe"]["after"]
     fs = m.get("data_fs", {})
-    src = payload["recorder_source"]
+    src = payload.get("recorder_source") or {"commit": "?", "uncommitted": []}
     out = [
         f"# compare: the recorder beside simple peers ({payload['created']})",
         "",
@@ -400,8 +421,8 @@ def markdown_report(payload: dict[str, Any], plots: Sequence[str]) -> str:
         "",
         "Ratios in parentheses: the figure divided by the recorder's at the same rate in this run (records/s: "
         "higher is better; every other column: lower is better). *Italic* latencies are never durable: the "
-        "time until the write returned into the page cache. ↓: fewer records/s than offered (the producers "
-        "fell behind their schedule). Writer CPU: the recorder process (100% = one core); for the peers, the "
+        "time until the write returned into the page cache. ↓: fewer records/s than offered (the writer could "
+        "not keep up). Writer CPU: the recorder process (100% = one core); for the peers, the "
         "producers themselves, which do the writing. CPU µs/record (all): producers + recorder + supervisor. "
         "Peak RSS: VmHWM; writer = the recorder process, or the sum of the producers for the peers; all = "
         "every process of the variant. Other load: CPUs that other processes of the machine used meanwhile.",
@@ -434,7 +455,7 @@ def plot_latency(results: list[dict[str, Any]], path: Path) -> Path | None:
         return None
     rate = PLOT_RATE if PLOT_RATE in paced else paced[len(paced) // 2]
     chosen = [r for r in results if r["rate"] == rate]
-    fig, (ax_cdf, ax_tail, ax_call) = plt.subplots(1, 3, figsize=(16, 4.8))
+    fig, (ax_cdf, ax_tail, ax_call) = plt.subplots(1, 3, figsize=(16, 5.4))
     for r in chosen:
         style = {"color": COLORS.get(r["variant"]), "linestyle": "-" if r["durable"] else "--"}
         name = VARIANTS[r["variant"]].label + ("" if r["durable"] else " (written, not durable)")
@@ -454,7 +475,6 @@ def plot_latency(results: list[dict[str, Any]], path: Path) -> Path | None:
         ax.grid(True, which="both", alpha=0.3)
     ax_cdf.set_ylabel("fraction of records <= x")
     ax_cdf.set_title(f"time until durable at {rate_label(rate)}: CDF")
-    ax_cdf.legend(fontsize=8, loc="lower right")
     ax_tail.set_yscale("log")
     ax_tail.set_ylabel("fraction of records > x")
     ax_tail.set_title("time until durable: tail (1 - CDF)")
@@ -465,7 +485,9 @@ def plot_latency(results: list[dict[str, Any]], path: Path) -> Path | None:
     ax_call.set_title("record() call time: tail")
     ax_call.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"recorder vs peers at {rate_label(rate)}, {chosen[0]['producers']} producers", fontsize=10)
-    fig.tight_layout()
+    handles, labels = ax_cdf.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
@@ -612,7 +634,8 @@ def _one(args: argparse.Namespace) -> int:
         t_end = time.time()
         progress(f"{variant}: producers done")
         sys1, me_cpu1 = psutil.cpu_times(), me.cpu_times()
-        rec_cpu_s = _cpu(rec.cpu_times()) - _cpu(rec_cpu0) if rec is not None else 0.0
+        rec_cpu1 = rec.cpu_times() if rec is not None else None
+        rec_cpu_s = _cpu(rec_cpu1) - _cpu(rec_cpu0) if rec is not None else 0.0
         sup_cpu_s = _cpu(sup_proc.cpu_times()) - _cpu(sup_cpu0) if sup_proc is not None else 0.0
         rec_rss = _vm_hwm(rec.pid) if rec is not None else 0
         sup_rss = _vm_hwm(sup.pid) if sup is not None else 0
@@ -656,7 +679,7 @@ def _one(args: argparse.Namespace) -> int:
             "throughput_per_s": round(records / window, 1),
             "send_rate_per_s": round(records / (max(o["t_sent"] for o in outs) - start), 1),
             "window_s": round(window, 4),
-            "kept_up": rate <= 0 or records >= 0.97 * offered,
+            "kept_up": rate <= 0 or (records >= 0.97 * offered and records / window >= 0.95 * rate),
             "call_us": _percentiles(calls, 1e3),
             "lat_ms": _percentiles(lats, 1e6),
             "call_hist": _histogram(calls),
@@ -669,6 +692,7 @@ def _one(args: argparse.Namespace) -> int:
             },
             "producers_cpu_s": round(prod_cpu_s, 3),
             "recorder_cpu_s": round(rec_cpu_s, 3),
+            "recorder_cpu_system_s": round(rec_cpu1.system - rec_cpu0.system, 3) if rec_cpu1 and rec_cpu0 else 0.0,
             "supervisor_cpu_s": round(sup_cpu_s, 3),
             "cpu_us_per_record": round((prod_cpu_s + rec_cpu_s + sup_cpu_s) / records * 1e6, 1) if records else None,
             "writer_cpu_us_per_record": round(writer_cpu_s / records * 1e6, 1) if records else None,
