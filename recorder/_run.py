@@ -43,6 +43,26 @@ def prepare_run_dir(ep: Endpoints) -> None:
     os.chmod(ep.run_dir, 0o700)
 
 
+def take_lock(path: str, busy: str, dir_fd: int | None = None, mode: int = 0o600) -> int:
+    """Hold an exclusive ``flock`` on ``path`` for as long as the returned fd stays open.
+
+    The file records the holder's pid, so a refusal can name it.
+
+    Raises:
+        RecorderError: ``busy`` plus the holder's pid, when another process holds it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RecorderError(f"{busy} (pid {holder})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
 def lock_endpoints(ep: Endpoints) -> int:
     """Hold a lock beside ipc endpoints, so a second recorder cannot steal them.
 
@@ -50,13 +70,4 @@ def lock_endpoints(ep: Endpoints) -> int:
         RecorderError: another recorder serves these endpoints.
     """
     prepare_run_dir(ep)
-    fd = os.open(os.path.join(ep.run_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise RecorderError(f"{ep.ingress} is served by another recorder (pid {holder})") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
+    return take_lock(os.path.join(ep.run_dir, "lock"), f"{ep.ingress} is served by another recorder")

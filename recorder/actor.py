@@ -10,7 +10,6 @@ once; under load batches grow by themselves.
 from __future__ import annotations
 
 import queue
-import re
 import threading
 import time
 from collections import deque

@@ -92,16 +92,12 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     from .reader import _catalog
 
     if args.rebuild:
-        import fcntl
         import os
 
-        lock = os.path.join(args.root, "_recorder", "lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RecorderError(f"{args.root}: a recorder is running on it; stop it before rebuilding") from None
+        from ._run import take_lock
+
+        fd = take_lock(os.path.join(args.root, "_recorder", "lock"),
+                       f"{args.root}: a recorder is running on it; stop it before rebuilding", mode=0o644)
         try:
             n = rebuild(args.root, {"env": runtime_env("(rebuild)")})
         finally:

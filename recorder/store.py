@@ -6,7 +6,6 @@ used directly it is a library for single-process producers and for tests.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import threading
@@ -20,6 +19,7 @@ from pydantic import BaseModel
 
 from . import _durable
 from ._env import iso_ms_now, iso_ns, runtime_env
+from ._run import take_lock
 from .config import Config, load_config
 from .exceptions import RecorderError, StorageFull, ValidationError
 from .journal import Journal
@@ -199,16 +199,8 @@ class Store:
                                       "config_digest": self.config.digest})
 
     def _take_lock(self) -> int:
-        fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self.internal_fd)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise RecorderError(f"{self.root}: data root is in use by another recorder (pid {holder})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        return fd
+        return take_lock("lock", f"{self.root}: data root is in use by another recorder",
+                         dir_fd=self.internal_fd, mode=0o644)
 
     # -- the recorder's own audit log -----------------------------------
     def event(self, kind: str, details: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ long as it runs.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
@@ -20,9 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ._run import endpoints, lock_endpoints
+from ._run import endpoints, lock_endpoints, take_lock
 from .config import load_config
-from .exceptions import RecorderError
 
 __all__ = ["RestartPolicy", "Supervisor"]
 
@@ -81,13 +79,8 @@ class Supervisor:
         self._locks.append(lock_endpoints(self.ep))
         internal = os.path.join(self.data_root, "_recorder")
         os.makedirs(internal, exist_ok=True)
-        fd = os.open(os.path.join(internal, "supervisor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RecorderError(f"{self.data_root}: a recorder already runs on this data root") from None
-        self._locks.append(fd)
+        self._locks.append(take_lock(os.path.join(internal, "supervisor.lock"),
+                                     f"{self.data_root}: a recorder already runs on this data root", mode=0o644))
 
     def _spawn(self) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "recorder.router", "--supervised",
