@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Any
 
-from recorder.client import Client
+from recorder import Client
 from recorder.exceptions import RecorderError, RejectedError
 from recorder.testing import sample_audit, sample_message
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from recorder.client import Client
+from recorder import Client
 from recorder.exceptions import RecorderError
 
 from .service_support import Procs

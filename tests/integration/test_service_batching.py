@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from recorder.client import Client
+from recorder import Client
 from recorder.testing import sample_audit, sample_message, sample_raw_action
 
 from .service_support import (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.client import Client
+from recorder import Client
 from recorder.exceptions import RecorderUnavailable, RecordTooLarge, RejectedError
 from recorder.testing import invalid_samples, sample_message
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from recorder.client import Client
+from recorder import Client
 from recorder.testing import sample_audit, sample_message
 
 from .service_support import (
@@ -38,7 +38,7 @@ from .service_support import (
 # counter back at zero. The kill is therefore set at the KILL_AT-th
 # occurrence, and the restarted recorder gets far fewer than KILL_AT
 # occurrences (a short burst of AFTER_RESTART records, a few batches).
-KILL_AT = 25
+KILL_AT = 40
 AFTER_RESTART = 8
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.client import Client
+from recorder import Client
 from recorder.testing import sample_message
 
 from .service_support import (
