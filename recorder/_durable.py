@@ -4,7 +4,8 @@ Keeping them in one module makes the durability story reviewable in one
 place and gives tests one seam for faults. ``RECORDER_FAULT`` (environment)
 names points at which a child process kills itself or slows down, e.g.
 ``RECORDER_FAULT=after_write:kill:3`` (the third time), or
-``RECORDER_FAULT=before_fsync:sleep_ms:20`` (every time).
+``RECORDER_FAULT=before_fsync:sleep_ms:20`` (every time). Under a supervisor,
+``RECORDER_FAULT_ONCE=1`` limits the fault to the first recorder it starts.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from .validation import encode_record
 __all__ = ["Client"]
 
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
+STALL_S = 2.0  # unacknowledged this long while the recorder answers pings: send again
 _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
@@ -128,6 +129,7 @@ class Client:
         self._closing = False
         self._last_hello = 0.0
         self._auth_error = ""  # set when a CURVE handshake is refused
+        self._last_stall_resend = 0.0
         self.latencies_ns: deque[int] = deque(maxlen=200_000)  # record() -> durable ack
         self.counters = {"sent": 0, "acked": 0, "rejected": 0, "resent": 0, "blocked": 0}
 
@@ -413,14 +415,28 @@ class Client:
                     self.counters["rejected"] += 1
                 if not self._epoch:
                     self._epoch = msg.epoch
+                moved = msg.watermark > self._acked
                 self._apply_watermark(msg.watermark)
                 if self._unsent_from:
                     self._resend(self._unsent_from)
+                elif not moved and self._stalled():
+                    # The recorder answered but is not progressing on what we sent:
+                    # a lost frame or a lost Nack. Resending is safe (it drops duplicates).
+                    self._resend(self._acked + 1)
             elif isinstance(msg, P.Nack):
                 if msg.expected == 0 or msg.epoch != self._epoch:
                     self._hello(dealer)
                 else:
                     self._resend(msg.expected)
+
+    def _stalled(self) -> bool:
+        now = time.monotonic()
+        if not self._pending or now - self._last_stall_resend < STALL_S:
+            return False
+        if time.time_ns() - self._pending[0][2] < STALL_S * 1e9:
+            return False
+        self._last_stall_resend = now
+        return True
 
     def _apply_watermark(self, watermark: int) -> None:
         if watermark <= self._acked:

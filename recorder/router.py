@@ -237,9 +237,8 @@ class Router:
             return
         if r.pseq > st.next:
             self.counters["gaps"] += 1
-            if st.nacked != st.next:
-                st.nacked = st.next
-                self._send(r.producer, P.Nack(self.epoch, st.next))
+            if st.nacked != st.next and self._send(r.producer, P.Nack(self.epoch, st.next)):
+                st.nacked = st.next  # once per gap; an undelivered Nack is tried again on the next frame
             return
         st.next += 1
         if r.pseq in st.on_disk:  # durable before a crash; its ack was lost

@@ -87,7 +87,11 @@ class Supervisor:
                "--data-root", self.data_root, "--restarts", str(self.restarts)]
         if self.config_path:
             cmd += ["--config", self.config_path]
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
+        env = None
+        if self.restarts and os.environ.get("RECORDER_FAULT_ONCE"):
+            # test seam: a fault injected by environment fires in the first recorder only
+            env = {k: v for k, v in os.environ.items() if k != "RECORDER_FAULT"}
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
 
     def _await_ready(self, child: subprocess.Popen[str], timeout: float = 60.0) -> bool:
         assert child.stdout is not None
