@@ -54,7 +54,7 @@ latency distributions at 5k/s; ``-rates.png``: throughput, p99 latency and
 ``record()`` p99 against the offered rate). A 1 KB append + fdatasync probe
 of the data filesystem runs before and after the cases.
 
-    python -m benchmarks compare                 # 6 variants x 4 rates, 10 s each, ~8 min
+    python -m benchmarks compare                 # 6 variants x 4 rates, 10 s each, ~5 min
     python -m benchmarks compare --quick         # 5k/s and unpaced, 1 s each, < 1 min
     python -m benchmarks compare --variants recorder sqlite-100 --rates 5000 --seconds 5
 """
