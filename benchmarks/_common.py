@@ -72,7 +72,7 @@ def _git_commit() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE_DIR, capture_output=True,
                              text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "recorder"], cwd=PACKAGE_DIR,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "recorder"], cwd=PACKAGE_DIR.parent,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
