@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from unit_support import audit_events, journal_path, line_starts, lines
+from unit_support import audit_events, journal_path, line_starts, lines, scaled
 
 from recorder import Store, read, verify
 from recorder.config import default_config_text, parse_config
@@ -75,7 +75,7 @@ _BATCHES = st.lists(
 
 # -- (a) a torn tail at any offset ---------------------------------------------------
 
-@settings(FIXTURE_HYPOTHESIS, max_examples=150)
+@settings(FIXTURE_HYPOTHESIS, max_examples=scaled(150))
 @given(batches=_BATCHES, data=st.data())
 def test_torn_tail_at_any_offset_recovers_the_committed_batches(
     tmp_path_factory: pytest.TempPathFactory, batches: list[list[str]], data: st.DataObject
@@ -114,7 +114,7 @@ def test_torn_header_is_rewritten(tmp_path: Path) -> None:
 
 # -- (d) zero-filled and garbage tails ---------------------------------------------
 
-@settings(FIXTURE_HYPOTHESIS, max_examples=80)
+@settings(FIXTURE_HYPOTHESIS, max_examples=scaled(80))
 @given(batches=_BATCHES, data=st.data(), zeros=st.integers(1, 8192))
 def test_zero_filled_tail_is_cut_back(tmp_path_factory: pytest.TempPathFactory, batches: list[list[str]],
                                       data: st.DataObject, zeros: int) -> None:
@@ -133,7 +133,7 @@ def test_zero_filled_tail_is_cut_back(tmp_path_factory: pytest.TempPathFactory, 
     assert verify_file(path) is None
 
 
-@settings(FIXTURE_HYPOTHESIS, max_examples=80)
+@settings(FIXTURE_HYPOTHESIS, max_examples=scaled(80))
 @given(batches=_BATCHES, garbage=st.binary(min_size=1, max_size=300).filter(lambda b: b"\n" not in b))
 def test_garbage_tail_without_newline_is_cut_back(tmp_path_factory: pytest.TempPathFactory,
                                                  batches: list[list[str]], garbage: bytes) -> None:
@@ -149,7 +149,7 @@ def test_garbage_tail_without_newline_is_cut_back(tmp_path_factory: pytest.TempP
     assert path.read_bytes() == full
 
 
-@settings(FIXTURE_HYPOTHESIS, max_examples=80)
+@settings(FIXTURE_HYPOTHESIS, max_examples=scaled(80))
 @given(batches=_BATCHES, garbage=st.binary(min_size=1, max_size=300), more=st.binary(max_size=50))
 def test_garbage_line_after_the_last_commit_never_loses_committed_data(
     tmp_path_factory: pytest.TempPathFactory, batches: list[list[str]], garbage: bytes, more: bytes
@@ -184,7 +184,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return journal_path(root).read_bytes()
 
 
-@settings(FIXTURE_HYPOTHESIS, max_examples=200)
+@settings(FIXTURE_HYPOTHESIS, max_examples=scaled(200))
 @given(data=st.data())
 def test_any_single_byte_change_is_reported_at_its_line(recorded: bytes, tmp_path: Path,
                                                          data: st.DataObject) -> None:
@@ -240,7 +240,7 @@ def sample(kind: str, user: str, session: str, i: int) -> dict[str, Any]:
     return sample_audit(user, session, "session_end" if i % 2 else "session_start", i)
 
 
-@settings(FIXTURE_HYPOTHESIS, max_examples=50)
+@settings(FIXTURE_HYPOTHESIS, max_examples=scaled(50))
 @given(items=st.lists(st.tuples(_KINDS, _IDS, _IDS, st.integers(0, 10**6)), min_size=1, max_size=6))
 def test_every_example_model_round_trips(tmp_path_factory: pytest.TempPathFactory,
                                          items: list[tuple[str, str, str, int]]) -> None:

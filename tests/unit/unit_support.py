@@ -11,6 +11,12 @@ import pytest
 from conftest import CORPUS
 
 
+def scaled(n: int) -> int:
+    """Hypothesis examples for a damage test: ``n`` in the default run, times
+    RECORDER_EXAMPLES_SCALE for the long runs docs/RELIABILITY.md describes."""
+    return max(1, int(n * float(os.environ.get("RECORDER_EXAMPLES_SCALE", "1"))))
+
+
 def corpus_bytes(module: str, which: str) -> bytes:
     """The bytes of ``a3cp-corpus/<module>/<which>.json``; skips the test if the corpus is absent."""
     path: Path = CORPUS / module / f"{which}.json"
