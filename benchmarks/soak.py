@@ -120,7 +120,8 @@ def add_parser(subparsers: Any) -> None:
                         "default: delays uniform in [--min-interval, --max-interval]")
     p.add_argument("--min-interval", type=float, default=0.3, help="shortest delay from READY to kill (s)")
     p.add_argument("--max-interval", type=float, default=2.0, help="longest delay from READY to kill (s)")
-    p.add_argument("--rate", type=float, default=150.0, help="records/s per producer (default 150)")
+    p.add_argument("--rate", type=float, default=50.0,
+                   help="records/s per producer (default 50; the recorder must catch up within its short lives)")
     p.add_argument("--seed", type=int, help="seed of the kill delays (default: from the clock; reported)")
     p.add_argument("--config", help="registry TOML to use instead of the generated one "
                                     "(its restart_limit/restart_window_s then space the kills)")
@@ -157,38 +158,59 @@ def config_text(kills: int, rotate_message: int, rotate_action: int) -> str:
 
 # -- one producer process -----------------------------------------------------------------------
 def produce(a: argparse.Namespace) -> int:
-    """Send paced mixed traffic until the stop file appears; flush; write the history JSON."""
+    """Send paced mixed traffic until the stop file appears; flush; write the history JSON.
+
+    SIGTERM (the orchestrator aborting) stops sending and cuts the flush short,
+    so a history is written whatever happened.
+    """
     from recorder.client import Client
     from recorder.exceptions import RecorderError, RecorderUnavailable, RejectedError
     from recorder.testing import sample_audit, sample_message, sample_raw_action
 
+    aborting = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _s, _f: aborting.set())
     user = f"user{a.index:02d}"
     session_no = 0
     session = f"soak{a.index:02d}s{session_no:04d}"
-    c = Client(config=a.config, data_root=a.data_root, user_id=user, timeout=a.flush_timeout)
+    # record() blocks at most SLICE s on a full buffer, so a stop or an abort is seen.
+    slice_s = 2.0
+    c = Client(config=a.config, data_root=a.data_root, user_id=user, timeout=slice_s)
     # (pseq, record_id, schema type, meant to be rejected)
     sent: list[tuple[int, str, str, bool]] = []
     pool = [sample_message(user, "x", i) for i in range(64)]  # content varies, ids are fresh per record
     actions = [sample_raw_action(user, "x", i) for i in range(16)]
+    blocked_since: float | None = None
 
-    def send(rec: dict[str, Any], stype: str, bad: bool = False) -> None:
+    def send(rec: dict[str, Any], stype: str, bad: bool = False) -> bool:
+        nonlocal blocked_since
         rid = str(uuid.uuid4())
         rec = dict(rec, record_id=rid, session_id=session)
-        sent.append((c.record(rec, schema_type=stype), rid, stype, bad))
+        while not aborting.is_set():
+            try:
+                pseq = c.record(rec, schema_type=stype)  # no pseq is taken when it raises
+            except RecorderUnavailable:  # buffer full (max_pending): backpressure
+                blocked_since = blocked_since or time.monotonic()
+                if time.monotonic() - blocked_since > a.flush_timeout:
+                    raise
+                continue
+            blocked_since = None
+            sent.append((pseq, rid, stype, bad))
+            return True
+        return False
 
     stop = Path(a.stop_file)
     t0 = time.monotonic()
     k = 0
     max_pending = 0
     error = None
-    while k % 32 or not stop.exists():
-        max_pending = max(max_pending, c.pending)
-        if a.session_records and k and k % a.session_records == 0:
-            send(sample_audit(user, session, "session_end", k), "audit_event")
-            session_no += 1
-            session = f"soak{a.index:02d}s{session_no:04d}"
-            send(sample_audit(user, session, "session_start", k), "audit_event")
-        try:
+    try:
+        while (k % 32 or not stop.exists()) and not aborting.is_set():
+            max_pending = max(max_pending, c.pending)
+            if a.session_records and k and k % a.session_records == 0:
+                send(sample_audit(user, session, "session_end", k), "audit_event")
+                session_no += 1
+                session = f"soak{a.index:02d}s{session_no:04d}"
+                send(sample_audit(user, session, "session_start", k), "audit_event")
             if k % 4 == 3:
                 send(actions[k % len(actions)], "raw_action")
             elif k % 97 == 50:
@@ -198,23 +220,31 @@ def produce(a: argparse.Namespace) -> int:
                 send(dict(good, classifier_output={"hungry": 0.9, "drink": 0.1}), "a3cp_message", bad=True)
             else:
                 send(pool[k % len(pool)], "a3cp_message")
-        except RecorderUnavailable as e:  # the buffer stayed full for flush_timeout: stop sending, report
-            error = f"record() gave up: {e}"
-            break
-        k += 1
-        delay = t0 + k / a.rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)  # pacing a capture loop, not waiting on a condition
+            k += 1
+            delay = t0 + k / a.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # pacing a capture loop, not waiting on a condition
+    except RecorderUnavailable as e:
+        error = f"record() blocked on a full buffer for {a.flush_timeout:g} s: {e}"
     rejected: dict[int, str] = {}
     t_flush = time.monotonic()
-    try:
-        c.flush(timeout=a.flush_timeout)
-    except RejectedError as e:
-        rejected = {r[0]: r[1] for r in e.rejections}
-    except RecorderError as e:
-        error = error or f"{type(e).__name__}: {e}"
+    while True:
+        try:
+            c.flush(timeout=slice_s)
+            break
+        except RejectedError as e:  # raised once everything is acknowledged
+            rejected = {r[0]: r[1] for r in e.rejections}
+            break
+        except RecorderError as e:
+            if aborting.is_set() or time.monotonic() - t_flush > a.flush_timeout:
+                error = error or f"flush: {type(e).__name__}: {e}"
+                # flush() reports rejections only once all is acknowledged; take those received so far.
+                rejected = {p: r[0] for p, r in c._rejections.items()}
+                break
     flush_s = time.monotonic() - t_flush
     acked = c.acked
+    if aborting.is_set():
+        error = error or "aborted by the orchestrator"
     records = [[pseq, rid, stype, bad,
                 REJECTED if pseq in rejected else ACKED if pseq <= acked else UNKNOWN, rejected.get(pseq)]
                for pseq, rid, stype, bad in sent]
@@ -224,7 +254,7 @@ def produce(a: argparse.Namespace) -> int:
                "fields": ["pseq", "record_id", "schema_type", "meant_bad", "state", "reject_code"],
                "records": records}
     try:
-        c.close(timeout=1.0)
+        c.close(timeout=0.5)
     except RecorderError:
         pass
     tmp = Path(a.history + ".part")
@@ -570,8 +600,13 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         progress(f"soak: ABORTED: {e}")
     finally:
         stop_file.touch()
-        for p in producers:
+        for p in producers:  # after an abort: stop sending, flush briefly, write the history
             if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in producers:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
         for log in logs:

@@ -49,7 +49,7 @@ def test_short_soak_loses_and_duplicates_no_acknowledged_record(procs: Procs, tm
     seed = int(os.environ.get("RECORDER_TEST_SEED", time.time_ns() % 2**32))
     out = tmp_path / "soak.json"
     p = procs.spawn("soak", ["-m", "benchmarks", "soak", "--kills", str(KILLS), "--producers", str(PRODUCERS),
-                             "--rotate-message", "200", "--rotate-action", "50", "--seed", str(seed),
+                             "--rate", "150", "--rotate-message", "200", "--rotate-action", "50", "--seed", str(seed),
                              "--dir", str(tmp_path), "--keep", "--out", str(out)],
                     env={"PYTHONPATH": str(REPO)})
     rc = p.wait(timeout=150)
