@@ -78,6 +78,13 @@ class WriterActor(threading.Thread):
         self.inbox.put(_STOP)
 
     def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:  # noqa: BLE001 - a dead writer thread would stall its type silently
+            err = e if isinstance(e, RecorderError) else RecorderError(f"writer {self.schema_type}: {e!r}")
+            self.report(Done(self.schema_type, fatal=err))  # the recorder exits; the supervisor restarts it
+
+    def _run(self) -> None:
         stopping = False
         while not stopping:
             try:

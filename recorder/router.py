@@ -390,6 +390,7 @@ class Router:
             "endpoints": {"ingress": self.ep.ingress, "control": self.ep.control},
             "producers": len(self.producers), **self.counters,
             "quarantined": self.store.quarantine.count, "quarantine_dropped": self.store.quarantine.dropped,
+            "audit_events_dropped": self.store.events_dropped,
             "cpu_s": round(cpu.user + cpu.system, 3), "rss_bytes": rss,
             "disk": {"total": disk.total, "used": disk.used, "free": disk.free, "percent": disk.percent},
             "types": types,

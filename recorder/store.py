@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -166,6 +167,7 @@ class Store:
         self._audit, _ = open_journal(self.internal_fd, "audit.jsonl", f"{INTERNAL_DIR}/audit.jsonl",
                                       {**header, "schema_type": "recorder_audit"}, defer, hashing=True, fsync=True)
         self._audit_lock = threading.Lock()
+        self.events_dropped = 0
         qj, _ = open_journal(self.internal_fd, "quarantine.jsonl", f"{INTERNAL_DIR}/quarantine.jsonl",
                              {**header, "schema_type": "quarantine"}, defer, hashing=True, fsync=True)
         self.quarantine = _Quarantine(qj, settings.quarantine_max_bytes, settings.quarantine_copy_bytes)
@@ -204,7 +206,12 @@ class Store:
 
     # -- the recorder's own audit log -----------------------------------
     def event(self, kind: str, details: dict[str, Any]) -> None:
-        """Record one of the recorder's own events (start, stop, recovery) as an AuditEvent."""
+        """Record one of the recorder's own events (start, stop, recovery) as an AuditEvent.
+
+        Cut bytes (``details["data"]``) are kept in ``_recorder/torn/`` first,
+        and a failure there raises: recovery must not cut what it cannot keep.
+        A failure to append the event itself is counted in ``events_dropped``.
+        """
         data = details.pop("data", None)
         if isinstance(data, bytes):  # cut bytes are kept aside, never silently deleted
             name = f"{details['path'].replace('/', '%')}@{details['offset']}.{time.time_ns()}.bin"
@@ -217,10 +224,16 @@ class Store:
         record = {"record_id": str(uuid.uuid4()), "timestamp": iso_ms_now(), "schema_version": "1.0.0",
                   "user_id": "recorder", "source": "recorder", "event_type": kind, **details}
         with self._audit_lock:
-            self._audit.last_seq += 1
-            body = safe_json({"seq": self._audit.last_seq, "received": iso_ns(time.time_ns()),
+            body = safe_json({"seq": self._audit.last_seq + 1, "received": iso_ns(time.time_ns()),
                               "event_type": kind, "record": record})[:-1]
-            self._audit.append([body])
+            try:
+                self._audit.append([body])
+                self._audit.last_seq += 1
+            except RecorderError as e:
+                # Events often report a failing disk; losing one must not turn a
+                # stored record into a refusal or stop a writer. Counted, and said.
+                self.events_dropped += 1
+                print(f"recorder: audit event {kind!r} not written: {e}", file=sys.stderr, flush=True)
 
     # -- validating and writing -------------------------------------------
     def check(self, raw: bytes, meta: Meta) -> Accepted:

@@ -145,12 +145,6 @@ def _target(ref: S.Reference, role: str, group: str, n: int) -> str:
     return ref.targets[role][group][n - 1]
 
 
-@pytest.mark.xfail(strict=True, raises=RefusedButStored, reason=(
-    "BUG (recorder/writer.py TypeWriter.seal/_try_seal): when a seal after a durable batch fails on a full "
-    "disk (its head checkpoint or state file), the handler reports it with on_event('checkpoint_failed'/"
-    "'seal_failed'), whose audit-log append fails with ENOSPC too; that StorageFull leaves TypeWriter.write "
-    "after the batch was fdatasync'd, and WriterActor._commit refuses the whole durable batch; the producer "
-    "resends the refused record and it is stored twice"))
 def test_enospc_while_sealing_never_refuses_a_durable_batch(
         reference: S.Reference, procs: Procs, tmp_path: Path) -> None:
     """ENOSPC from the first seal's head checkpoint on refuses no record that is already durable."""
@@ -165,12 +159,6 @@ def test_enospc_while_sealing_never_refuses_a_durable_batch(
     assert result["violations"] == [], _describe(result)
 
 
-@pytest.mark.xfail(strict=True, raises=WriterStopped, reason=(
-    "BUG (recorder/actor.py WriterActor._housekeeping, likewise _end_session): when housekeeping fails on a "
-    "full disk (saving the state file after a seal finished), the handler's store.event('housekeeping_failed') "
-    "appends to the audit log on the same disk, raises StorageFull (or DurabilityError on EIO) out of run(), "
-    "and the writer thread dies: that type's records are neither stored nor refused until a restart, while "
-    "the recorder runs on and even stops with exit code 0"))
 def test_enospc_during_housekeeping_leaves_the_writer_running(
         reference: S.Reference, procs: Procs, tmp_path: Path) -> None:
     """ENOSPC while idle housekeeping saves the state after a seal finished does not stop that type's writer."""
