@@ -6,6 +6,16 @@ names points at which a child process kills itself or slows down, e.g.
 ``RECORDER_FAULT=after_write:kill:3`` (the third time), or
 ``RECORDER_FAULT=before_fsync:sleep_ms:20`` (every time). Under a supervisor,
 ``RECORDER_FAULT_ONCE=1`` limits the fault to the first recorder it starts.
+
+``start_oplog()`` (tests only) records every operation below into a list,
+with file identities (inode numbers), for the power-loss simulation of
+tests/unit/test_powerloss.py; off, it costs one ``is None`` test per call.
+Entries are tuples: ``("root", dir, path)``, ``("mkdir", dir, name, child)``,
+``("create", dir, name, file)`` (a new file, or an old name truncated),
+``("write", file, offset, data)``, ``("sync", file, "fdatasync"|"fsync")``,
+``("truncate", file, size)``, ``("rename", dir, old, new)``,
+``("unlink", dir, name)``, ``("dirsync", dir)`` and ``("mark", kind, value)``
+(``oplog_mark``, e.g. an acknowledgement).
 """
 
 from __future__ import annotations
@@ -13,9 +23,10 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .exceptions import DurabilityError, StorageFull
 
@@ -62,6 +73,45 @@ def fault(point: str) -> None:
         _hook(point)
 
 
+Op = tuple[Any, ...]
+_oplog: list[Op] | None = None
+_oplog_lock = threading.Lock()
+
+
+def start_oplog() -> list[Op]:
+    """Start recording every operation of this module (tests only); returns the live log."""
+    global _oplog
+    _oplog = []
+    return _oplog
+
+
+def stop_oplog() -> list[Op]:
+    """Stop recording; returns what was recorded."""
+    global _oplog
+    with _oplog_lock:
+        log, _oplog = _oplog, None
+    return log or []
+
+
+def oplog_mark(kind: str, value: Any) -> None:
+    """Put a marker (e.g. "this record was acknowledged") into the op log, if one is on."""
+    _note("mark", kind, value)
+
+
+def _note(*op: Any) -> None:
+    with _oplog_lock:
+        if _oplog is not None:
+            _oplog.append(op)
+
+
+def _ino(fd: int) -> int:
+    return os.fstat(fd).st_ino
+
+
+def _ino_at(dir_fd: int, name: str) -> int:
+    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino
+
+
 def _wrap(e: OSError, path: str, op: str) -> Exception:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull(path, f"{op}: {os.strerror(e.errno)}")
@@ -72,7 +122,10 @@ def open_root(path: str) -> int:
     """Open (creating it) the data root directory; the one place a symlink may lead."""
     try:
         os.makedirs(path, exist_ok=True)
-        return os.open(os.path.realpath(path), _DIR_FLAGS & ~os.O_NOFOLLOW)
+        fd = os.open(os.path.realpath(path), _DIR_FLAGS & ~os.O_NOFOLLOW)
+        if _oplog is not None:
+            _note("root", _ino(fd), os.path.realpath(path))
+        return fd
     except OSError as e:
         raise _wrap(e, path, "open root") from e
 
@@ -89,8 +142,12 @@ def open_dirs(root_fd: int, parts: list[str], label: str) -> int:
         for part in parts:
             try:
                 os.mkdir(part, 0o755, dir_fd=fd)
+                if _oplog is not None:
+                    _note("mkdir", _ino(fd), part, _ino_at(fd, part))
                 fault("before_dir_fsync")
                 os.fsync(fd)
+                if _oplog is not None:
+                    _note("dirsync", _ino(fd))
             except FileExistsError:
                 pass
             nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
@@ -114,8 +171,12 @@ def open_append(dir_fd: int, name: str, label: str) -> tuple[int, bool]:
             fd = os.open(name, _APPEND_FLAGS & ~os.O_CREAT, dir_fd=dir_fd)
             created = False
         if created:
+            if _oplog is not None:
+                _note("create", _ino(dir_fd), name, _ino(fd))
             fault("before_dir_fsync")
             os.fsync(dir_fd)
+            if _oplog is not None:
+                _note("dirsync", _ino(dir_fd))
         return fd, created
     except OSError as e:
         raise _wrap(e, label, "open") from e
@@ -126,7 +187,11 @@ def append(fd: int, data: bytes, label: str) -> None:
     view = memoryview(data)
     try:
         while view:
-            n = os.write(fd, view)
+            if _oplog is not None:  # the offset after the write (O_APPEND moves it to the end first)
+                n = os.write(fd, view)
+                _note("write", _ino(fd), os.lseek(fd, 0, os.SEEK_CUR) - n, bytes(view[:n]))
+            else:
+                n = os.write(fd, view)
             view = view[n:]
             fault("after_write")
     except OSError as e:
@@ -138,6 +203,8 @@ def sync(fd: int, label: str) -> None:
     try:
         fault("before_fsync")
         os.fdatasync(fd)
+        if _oplog is not None:
+            _note("sync", _ino(fd), "fdatasync")
     except OSError as e:
         raise _wrap(e, label, "fdatasync") from e
     fault("after_fsync")
@@ -147,7 +214,11 @@ def truncate(fd: int, size: int, label: str) -> None:
     """Cut a file back to ``size`` bytes and make the cut durable."""
     try:
         os.ftruncate(fd, size)
+        if _oplog is not None:
+            _note("truncate", _ino(fd), size)
         os.fsync(fd)
+        if _oplog is not None:
+            _note("sync", _ino(fd), "fsync")
     except OSError as e:
         raise _wrap(e, label, "truncate") from e
 
@@ -158,17 +229,27 @@ def write_new(dir_fd: int, name: str, data: bytes, label: str) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
         try:
+            if _oplog is not None:
+                _note("create", _ino(dir_fd), tmp, _ino(fd))
             append(fd, data, label)
             os.fsync(fd)
+            if _oplog is not None:
+                _note("sync", _ino(fd), "fsync")
         finally:
             os.close(fd)
         fault("before_rename")
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if _oplog is not None:
+            _note("rename", _ino(dir_fd), tmp, name)
         fault("before_dir_fsync")
         os.fsync(dir_fd)
+        if _oplog is not None:
+            _note("dirsync", _ino(dir_fd))
     except OSError as e:
         try:
             os.unlink(tmp, dir_fd=dir_fd)
+            if _oplog is not None:
+                _note("unlink", _ino(dir_fd), tmp)
         except OSError:
             pass  # the original error is the one worth reporting
         raise _wrap(e, label, "write") from e
@@ -183,23 +264,46 @@ def publish(dir_fd: int, name: str, write: Callable[[BinaryIO], None], label: st
     tmp = f".{name}.tmp-{os.getpid()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+        if _oplog is not None:
+            _note("create", _ino(dir_fd), tmp, _ino(fd))
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            if _oplog is not None:  # the library wrote it in pieces; all of them precede the fsync
+                _note("write", _ino(fd), 0, _read_back(dir_fd, tmp))
             fault("before_fsync")
             os.fsync(f.fileno())
+            if _oplog is not None:
+                _note("sync", _ino(fd), "fsync")
         fault("before_rename")
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if _oplog is not None:
+            _note("rename", _ino(dir_fd), tmp, name)
         fault("before_dir_fsync")
         os.fsync(dir_fd)
+        if _oplog is not None:
+            _note("dirsync", _ino(dir_fd))
     except BaseException as e:
         try:
             os.unlink(tmp, dir_fd=dir_fd)
+            if _oplog is not None:
+                _note("unlink", _ino(dir_fd), tmp)
         except OSError:
             pass  # the original error is the one worth reporting
         if isinstance(e, OSError):
             raise _wrap(e, label, "publish") from e
         raise
+
+
+def _read_back(dir_fd: int, name: str) -> bytes:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def sweep_temp(dir_fd: int) -> list[str]:
@@ -214,10 +318,14 @@ def sweep_temp(dir_fd: int) -> list[str]:
             try:
                 os.unlink(name, dir_fd=dir_fd)
                 gone.append(name)
+                if _oplog is not None:
+                    _note("unlink", _ino(dir_fd), name)
             except FileNotFoundError:
                 pass
     if gone:
         os.fsync(dir_fd)
+        if _oplog is not None:
+            _note("dirsync", _ino(dir_fd))
     return gone
 
 
@@ -225,7 +333,11 @@ def unlink(dir_fd: int, name: str, label: str) -> None:
     """Remove ``name`` and make the removal durable (fsync the directory)."""
     try:
         os.unlink(name, dir_fd=dir_fd)
+        if _oplog is not None:
+            _note("unlink", _ino(dir_fd), name)
         os.fsync(dir_fd)
+        if _oplog is not None:
+            _note("dirsync", _ino(dir_fd))
     except FileNotFoundError:
         pass
     except OSError as e:
@@ -238,7 +350,11 @@ def rename(dir_fd: int, old: str, new: str, label: str, read_only: bool = False)
         if read_only:
             os.chmod(old, 0o444, dir_fd=dir_fd, follow_symlinks=False)
         os.rename(old, new, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if _oplog is not None:
+            _note("rename", _ino(dir_fd), old, new)
         os.fsync(dir_fd)
+        if _oplog is not None:
+            _note("dirsync", _ino(dir_fd))
     except OSError as e:
         raise _wrap(e, label, "rename") from e
 
