@@ -54,7 +54,8 @@ class _Marker:
 
 
 _SEG = _Marker()
-_RECENT = 4  # recently sealed segments whose tails are read at start
+_RECENT = 4  # sealed segments always kept for restart de-duplication ...
+_RECENT_S = 120.0  # ... and every one sealed within this many seconds (across all streams)
 _SEALED_TAIL = 4 << 20  # bytes of a sealed journal's end read for de-duplication
 _SEALED_ROWS = 8192  # rows of a Parquet segment's end read likewise
 
@@ -100,8 +101,9 @@ class TypeWriter:
         self.finished: queue.SimpleQueue[str] = queue.SimpleQueue()  # filled by the sealer
         self._pool: ThreadPoolExecutor | None = None
         self._streams: dict[tuple[Any, ...], str] = {}  # path values -> stream (rendered template)
-        self._recent: list[str] = []  # sealed segments kept in the state file for de-duplication
+        self._recent: list[tuple[str, float]] = []  # (sealed segment, wall time) kept for de-duplication
         self._counted: dict[str, int] = {}  # journal -> bytes already added to storage usage
+        self._swept: set[str] = set()  # directories cleared of stale temp files since start
         cfg = spec.config
         self.rotating = "segment" in spec.template.fields
         self.rotate_bytes, self.rotate_records = cfg.rotate_bytes, cfg.rotate_records
@@ -142,10 +144,11 @@ class TypeWriter:
                 self.current[stream] = max(self.current.get(stream, 0), segment + 1)
                 self.seal_fn(self.spec.name, rel, stream.replace("\0", "{segment}"), segment)
         for rel, state in sorted(self.active.items()):
-            if state in ("sealing", "recent"):
+            if state == "sealing" or state.startswith("recent"):
                 tail.extend(self._sealed_tail(rel))
-                if state == "recent":
-                    self._recent.append(rel)
+                if state.startswith("recent"):
+                    self._recent.append((rel, _recent_time(state)))
+        self._recent.sort(key=lambda r: r[1])
         opened = [r for r, st in sorted(self.active.items()) if st == "open"][-self.max_open:]
         for rel in opened:
             stream, segment = self._parse(rel)
@@ -384,10 +387,17 @@ class TypeWriter:
             old_rel, old = self.open.popitem(last=False)
             self._close(old)
             self.info.pop(old_rel, None)
-            self.active.pop(old_rel, None)
+            if old_rel in self.active:  # closed, not sealed: its tail still matters for de-duplication
+                now = time.time()
+                self.active[old_rel] = f"recent {now:.3f}"
+                self._recent.append((old_rel, now))
         stream = stream or rel
         *dirs, name = rel.split("/")
         dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
+        d = "/".join(dirs)
+        if d not in self._swept:  # a checkpoint a crash interrupted left its hidden temp file here
+            self._swept.add(d)
+            _durable.sweep_temp(dir_fd)
         prev = self._prev_head(stream, segment, dir_fd, name) if self.rotating and segment > 0 else GENESIS
         header = {**self.header, "schema_type": self.spec.name, "path": rel,
                   "hash": self.spec.config.hash, "created": iso_ns(time.time_ns())}
@@ -460,13 +470,16 @@ class TypeWriter:
             except queue.Empty:
                 break
             if rel in self.active:
-                self.active[rel] = "recent"
-                self._recent.append(rel)
+                now = time.time()
+                self.active[rel] = f"recent {now:.3f}"
+                self._recent.append((rel, now))
                 changed = True
-        while len(self._recent) > _RECENT:
-            old = self._recent.pop(0)
-            if self.active.get(old) == "recent":
+        cutoff = time.time() - _RECENT_S
+        while len(self._recent) > _RECENT and self._recent[0][1] < cutoff:
+            old, _t = self._recent.pop(0)
+            if self.active.get(old, "").startswith("recent"):
                 del self.active[old]
+                changed = True
         if changed:
             self._save_active()
 
@@ -555,6 +568,14 @@ def open_journal(dir_fd: int, name: str, rel: str, header: dict[str, Any], on_ev
         rec2 = j.open({**header, "follows_damaged": aside}, prev_head)
         rec = Recovery(damaged=rec.damaged, tail=rec2.tail)
     return j, rec
+
+
+def _recent_time(state: str) -> float:
+    """The wall time in a ``"recent <time>"`` state (0 for the older plain ``"recent"``)."""
+    try:
+        return float(state.split(" ", 1)[1])
+    except (IndexError, ValueError):
+        return 0.0
 
 
 def _read_all(fd: int) -> bytes:
