@@ -657,7 +657,7 @@ def m_bad_timestamp(d: st.DataObject, stype: str, rec: dict[str, Any]) -> Case:
     return Case(stype, rec, field="timestamp")
 
 
-BAD_VERSIONS = st.sampled_from(["1", "1.0", "01.0.0", "1.00.0", "1.0.0.0", "1.0.x", "", "v1.0.0", "1.0.0\n",
+BAD_VERSIONS: st.SearchStrategy[Any] = st.sampled_from(["1", "1.0", "01.0.0", "1.00.0", "1.0.0.0", "1.0.x", "", "v1.0.0", "1.0.0\n",
                                 "\u0661.0.0", "1.-1.0", " 1.0.0", "1.0.1234567", 1, 1.0, [], None])
 
 
@@ -906,7 +906,8 @@ def test_source_that_names_a_directory_must_be_a_safe_name(tmp_path: Path) -> No
             rec.pop("source", None)
             bad = d.draw(st.booleans(), label="bad")
             # an empty source as metadata means no source (stored under "none"), like no source at all
-            value = d.draw(BAD_IDS.filter(lambda v: isinstance(v, str) and v != "") if bad else IDENT, label="source")
+            value = str(d.draw(BAD_IDS.filter(lambda v: isinstance(v, str) and v != "") if bad else IDENT,
+                               label="source"))
             as_meta = d.draw(st.booleans(), label="as metadata")
             meta = {"source": value} if as_meta else {}
             if not as_meta:
