@@ -3,9 +3,8 @@ stored and read back unchanged; the same records mutated are refused with a type
 names a field, quarantined with a reason and counted, and nothing is written outside the data root.
 
 Run with ``pytest -s`` to see how many inputs each test fuzzed (``RECORDER_FUZZ_SCALE=10`` for ten
-times as many). Known bugs have their own
-strict-xfail tests at the end, each with a minimal reproduction; the property tests leave out
-exactly those triggers (said where they do).
+times as many). Known bugs have their own strict-xfail tests at the end, each with a minimal
+reproduction; the property tests leave out exactly those triggers (said where they do).
 """
 
 from __future__ import annotations
