@@ -360,11 +360,14 @@ def test_op_log_records_every_durable_step_of_the_workload(scratch: Path, config
     assert any(rel.endswith(".parquet") for rel in replay), sorted(replay)
 
 
-def test_every_acknowledged_record_survives_a_power_loss_at_any_op(scratch: Path, config: Path) -> None:
+def test_every_acknowledged_record_survives_a_power_loss_at_any_op(
+        scratch: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """After a simulated power loss at every op of the workload (unsynced data absent, torn, zero-filled; unsynced directory entries present or absent), recovery keeps every acknowledged record exactly once and verify is clean."""
     log = record_workload(scratch / "data", config)
     report = check(log, config, scratch, _seed(), draws=scaled(1))
-    print(f"power loss: {report.crash_points} crash points, {report.states} distinct states recovered")
+    with capsys.disabled():
+        print(f"\ntest_powerloss: {len(log)} ops logged, {report.crash_points} crash points, "
+              f"{report.states} distinct crash states recovered, {len(report.failures)} problems")
     assert report.crash_points > 100 and report.states > 100, report
     assert report.failures == [], "\n".join(report.failures[:20])
 
