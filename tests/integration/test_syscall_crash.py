@@ -7,11 +7,12 @@ tests run the same cases through the ``procs`` fixture: one reference run
 (module fixture), then one seeded random N per syscall group for SIGKILL and
 one per error kind (EIO and ENOSPC, once and from N on, on write and on
 fdatasync). The seed comes from ``RECORDER_TEST_SEED`` or the clock and is
-named in every failure. Each case restarts the recorder, lets the client
+named in every failure (``python -m benchmarks syscalls --quick --seed S``
+draws the same cases). Each case restarts the recorder, lets the client
 resend, and is checked by the benchmark's checker and again by
-service_support's. Where strace is missing the tests skip, except under
-``CI=true``, where that is a failure; the module prints how many fault cases
-ran.
+service_support's. Last, what the full sweep found, as fixed cases. Where
+strace is missing the tests skip, except under ``CI=true``, where that is a
+failure; the module prints how many fault cases ran.
 """
 
 from __future__ import annotations
