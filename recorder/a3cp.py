@@ -40,7 +40,7 @@ _UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-
 def _utc_timestamp(value: Any) -> Any:
     # A3CP stamps are UTC strings ending in Z; naive or offset times are
     # ambiguous years later, so they are refused rather than guessed.
-    if isinstance(value, str) and not _TS.match(value):
+    if not isinstance(value, (str, datetime)) or (isinstance(value, str) and not _TS.match(value)):
         raise ValueError("must be an ISO-8601 UTC timestamp like 2025-06-15T12:34:56.789Z")
     return value
 
@@ -128,7 +128,7 @@ class LandmarkFrame(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    frame_index: Annotated[int, Field(ge=0)]
+    frame_index: Annotated[int, Field(ge=0, le=2**31 - 1)]
     timestamp: UtcTimestamp | None = None
     landmarks: dict[Name, dict[Name, Landmark]]
 

@@ -38,8 +38,8 @@ def journal_files(paths: Iterable[str | Path], internal: bool = False) -> list[P
 
 
 def _ts(value: str | datetime | None) -> datetime | None:
-    if value is None:
-        return None
+    if value is None or not isinstance(value, (str, datetime)):
+        return None  # not a time (records of models that allow other shapes): no bound applies
     t = value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
     # A3CP times are UTC: a bound given without a zone (or as a bare date) means UTC.
     return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)

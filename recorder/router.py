@@ -37,6 +37,7 @@ __all__ = ["Router", "main"]
 
 SWITCH_INTERVAL_S = 0.0002
 _PRODUCER = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_MAX_SEQ = 2**62  # producer sequences stay far inside msgpack's 64-bit integers
 MAX_INBOX = 50_000  # records queued for one actor before ingress pauses
 PRODUCER_TTL_S = 3600.0  # idle producers with nothing pending are forgotten after this
 
@@ -217,9 +218,10 @@ class Router:
             self.store.reject("?", data, bad, "?", 0, "wire")  # the quarantine bounds its copy
             return
         _durable.fault("after_receive")
-        if not _PRODUCER.fullmatch(r.producer):
+        if not _PRODUCER.fullmatch(r.producer) or not 0 < r.pseq < _MAX_SEQ:
             self.counters["bad_frames"] += 1
-            bad = ValidationError(r.schema_type[:64], "producer", "producer id must match [A-Za-z0-9._-]{1,64}")
+            bad = ValidationError(r.schema_type[:64], "producer",
+                                  "producer id must match [A-Za-z0-9._-]{1,64} and pseq lie in 1..2**62")
             self.store.reject(r.schema_type[:64], data, bad, "?", r.pseq, "wire")
             return
         st = self.producers.get(r.producer)
@@ -312,7 +314,12 @@ class Router:
 
     def _send(self, producer: str, frame: Any) -> bool:
         try:
-            self.ctl.send_multipart([producer.encode(), P.encode(frame)], zmq.NOBLOCK)
+            data = P.encode(frame)
+        except (OverflowError, ValueError, TypeError):
+            self.counters["bad_frames"] += 1  # never let one odd producer stop the recorder
+            return False
+        try:
+            self.ctl.send_multipart([producer.encode(), data], zmq.NOBLOCK)
             self.counters["acks_sent"] += 1
             return True
         except zmq.ZMQError:  # not connected (EHOSTUNREACH) or its queue is full
@@ -343,7 +350,8 @@ class Router:
             except zmq.ZMQError:
                 pass
             return
-        if isinstance(msg, (P.Hello, P.Ping)) and not _PRODUCER.fullmatch(msg.producer):
+        if isinstance(msg, (P.Hello, P.Ping)) and (not _PRODUCER.fullmatch(msg.producer)
+                                                   or (isinstance(msg, P.Hello) and not 0 <= msg.acked < _MAX_SEQ)):
             self.counters["bad_frames"] += 1
             return
         if isinstance(msg, P.Hello):

@@ -265,10 +265,11 @@ class Store:
             ValidationError: the record was refused (and quarantined).
             StorageFull: the disk is full; the record was not written.
         """
-        stype = schema_type or self.type_of(record)
-        m = Meta(schema_type=stype, **meta)
+        stype = schema_type or ""
         raw = b""
         try:
+            stype = stype or self.type_of(record)
+            m = Meta(schema_type=stype, **meta)
             raw = encode_record(record, stype)
             acc = self.check(raw, m)
         except ValidationError as e:

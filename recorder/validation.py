@@ -108,6 +108,31 @@ _ASCII_ESCAPE = re.compile(rb"\\u00[2-7][0-9a-fA-F]")
 _PREFIX_MAX = 64  # longest denied prefix looked at (data: URLs are short)
 
 
+def _hidden_denied(spec: TypeSpec, raw: bytes) -> bool:
+    """A denied key or value in the bytes that the decoded record does not hold
+    (JSON keeps a repeated key's last value only): refused, since the bytes are
+    what a reader of the file would see."""
+    keys = b"|".join(re.escape(n) for n in spec.needles)
+    if keys and re.search(b'"(?:' + keys + rb')"\s*:', raw):
+        return True
+    prefixes = b"|".join(re.escape(p) for p in spec.prefix_needles)
+    return bool(prefixes) and re.search(b'"(?:' + prefixes + b")", raw.lower()) is not None
+
+
+def _scan_meta(spec: TypeSpec, meta: Meta) -> None:
+    """Metadata reaches the envelope too: the same denied names and prefixes apply."""
+    texts: list[tuple[str, str]] = []
+    if meta.action_id is not None:
+        texts.append(("action_id", meta.action_id))
+    for k, v in (meta.tags or {}).items():
+        if k in spec.denied_fields:
+            raise DeniedFieldError(spec.name, f"tags.{k}", "field is denied: raw media never reaches the logs")
+        texts += [(f"tags.{k}", k), (f"tags.{k}", v)]
+    for where, text in texts:
+        if spec.denied_prefixes and text[:_PREFIX_MAX].lower().startswith(spec.denied_prefixes):
+            raise DeniedFieldError(spec.name, where, f"value starts with a denied prefix ({text[:11]!r}...)")
+
+
 def _needs_scan(spec: TypeSpec, raw: bytes, max_depth: int = 32) -> bool:
     # Cheap byte test first: most records contain no denied name or prefix
     # and are shallow, so the Python walk is skipped on the hot path.
@@ -157,8 +182,12 @@ def validate(spec: TypeSpec, raw: bytes, meta: Meta, max_depth: int = 32) -> Acc
     if len(raw) > spec.config.max_record_bytes:
         raise RecordTooLarge(spec.name, len(raw), spec.config.max_record_bytes)
     obj = _decode(spec, raw)
-    if _needs_scan(spec, raw, max_depth):
+    suspicious = _needs_scan(spec, raw, max_depth)
+    if suspicious:
         _scan(spec, obj, "", 0, max_depth)
+        if _hidden_denied(spec, raw):
+            raise DeniedFieldError(spec.name, "$", "a denied field or value hides behind a repeated key")
+    _scan_meta(spec, meta)
     version = _pick(spec, obj, meta, "schema_version")
     if not isinstance(version, str):
         raise ValidationError(spec.name, "schema_version", "missing: give it in the record or as metadata")
@@ -170,12 +199,10 @@ def validate(spec: TypeSpec, raw: bytes, meta: Meta, max_depth: int = 32) -> Acc
     source = _pick(spec, obj, meta, "source")
     model = spec.model_for(version)
     candidate = obj
-    if obj.get("record_id") is None or obj.get("schema_version") is None:
-        candidate = {**obj, "record_id": record_id, "schema_version": version}
-        if user_id is not None:
-            candidate["user_id"] = user_id
-        if session_id is not None:
-            candidate["session_id"] = session_id
+    given = {"record_id": record_id, "schema_version": version, "user_id": user_id, "session_id": session_id}
+    if any(obj.get(k) is None and v is not None for k, v in given.items()):
+        # ids passed as metadata stand in for the record's own when it has none
+        candidate = {**obj, **{k: v for k, v in given.items() if v is not None and obj.get(k) is None}}
     try:
         model.model_validate(candidate)
     except pydantic.ValidationError as e:
@@ -199,7 +226,9 @@ def validate(spec: TypeSpec, raw: bytes, meta: Meta, max_depth: int = 32) -> Acc
         "action_id": meta.action_id,
         "tags": meta.tags,
     }
-    return Accepted(spec, fields, _stored(raw, obj), values)
+    # Bytes that mention a denied name or prefix the decoded record does not hold
+    # (a repeated key keeps only its last value) are stored as decoded, never as sent.
+    return Accepted(spec, fields, safe_json(obj) if suspicious else _stored(raw, obj), values)
 
 
 def quarantine_copy(denied: frozenset[str], prefixes: tuple[str, ...], raw: bytes,
