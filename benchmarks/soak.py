@@ -42,8 +42,12 @@ over crashes less than 30 s apart, so most restarts wait 5 s. The summary
 gives restart-to-accepting time and, beside it, that time minus the backoff
 the supervisor announced (the recorder's own start-up).
 
-    python -m benchmarks soak --kills 200              # the full soak, ~25 min
+    python -m benchmarks soak --kills 200              # the full soak: ~27 min + ~2 min checking
     python -m benchmarks soak --kills 5 --producers 4  # a short one
+
+Each restarted recorder imports ``recorder/`` afresh; to soak one fixed
+commit while the tree changes, run it from an export:
+``git archive HEAD | tar -x -C DIR && cd DIR && python -m benchmarks soak ...``.
 """
 
 from __future__ import annotations
