@@ -245,14 +245,16 @@ def write_new(dir_fd: int, name: str, data: bytes, label: str) -> None:
         os.fsync(dir_fd)
         if _oplog is not None:
             _note("dirsync", _ino(dir_fd))
-    except OSError as e:
+    except BaseException as e:  # the temp file goes whatever failed (append raises StorageFull itself)
         try:
             os.unlink(tmp, dir_fd=dir_fd)
             if _oplog is not None:
                 _note("unlink", _ino(dir_fd), tmp)
         except OSError:
             pass  # the original error is the one worth reporting
-        raise _wrap(e, label, "write") from e
+        if isinstance(e, OSError):
+            raise _wrap(e, label, "write") from e
+        raise
 
 
 def publish(dir_fd: int, name: str, write: Callable[[BinaryIO], None], label: str) -> None:

@@ -181,11 +181,6 @@ class TempLeft(AssertionError):
     """An atomic write's temp file is left behind (the expected failure below)."""
 
 
-@pytest.mark.xfail(strict=True, raises=TempLeft, reason=(
-    "BUG (recorder/_durable.py write_new): when the temp file's write fails, append() raises the wrapped "
-    "DurabilityError/StorageFull, which write_new's `except OSError` does not catch, so its cleanup never "
-    "runs and the hidden temp file (.NAME.tmp-PID) stays; the recorder runs on beside it, and only a sweep "
-    "by a later process removes it (before that sweep existed, verify reported it after a restart)"))
 def test_a_failed_checkpoint_write_leaves_no_temp_file(
         reference: S.Reference, procs: Procs, tmp_path: Path) -> None:
     """EIO on the write of a segment's head checkpoint leaves no temp file behind, even while the recorder runs on."""
