@@ -49,7 +49,7 @@ every Parquet file is readable. When the fault hit a record batch itself
 (``write``/``fdatasync`` of a data journal by its writer), the record in
 flight must not have been acknowledged as durable.
 
-    python -m benchmarks syscalls                       # the full sweep (every N): ~750 cases, ~20 min
+    python -m benchmarks syscalls                       # the full sweep (every N): ~750 cases, 15-20 min
     python -m benchmarks syscalls --quick --seed S      # one sampled N per syscall group and error kind
     python -m benchmarks syscalls --actions kill --groups fdatasync rename
 
@@ -672,6 +672,8 @@ def run_case(fault: Fault, ref: Reference, work: Path, start: Start,
     client = Client(data_root=str(root), config=str(config), user_id=USER, session_id=SESSION, timeout=30)
     try:
         def fired() -> bool:
+            if fault.then_kill:  # the kill is what counts, and it follows the error
+                return False
             try:
                 return "INJECTED" in log.read_text(encoding="utf-8", errors="replace")
             except FileNotFoundError:
