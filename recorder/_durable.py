@@ -223,6 +223,28 @@ def truncate(fd: int, size: int, label: str) -> None:
         raise _wrap(e, label, "truncate") from e
 
 
+def _rename_into_place(dir_fd: int, tmp: str, name: str) -> None:
+    """The end of every atomic create: rename the synced temp file, then fsync the directory."""
+    fault("before_rename")
+    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    if _oplog is not None:
+        _note("rename", _ino(dir_fd), tmp, name)
+    fault("before_dir_fsync")
+    os.fsync(dir_fd)
+    if _oplog is not None:
+        _note("dirsync", _ino(dir_fd))
+
+
+def _discard(dir_fd: int, tmp: str) -> None:
+    """Remove a failed atomic create's temp file; a failure here never masks the original one."""
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)
+        if _oplog is not None:
+            _note("unlink", _ino(dir_fd), tmp)
+    except OSError:
+        pass
+
+
 def write_new(dir_fd: int, name: str, data: bytes, label: str) -> None:
     """Write a whole new file atomically: temp file, fsync, rename, dir fsync."""
     tmp = f".{name}.tmp-{os.getpid()}"
@@ -237,21 +259,9 @@ def write_new(dir_fd: int, name: str, data: bytes, label: str) -> None:
                 _note("sync", _ino(fd), "fsync")
         finally:
             os.close(fd)
-        fault("before_rename")
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        if _oplog is not None:
-            _note("rename", _ino(dir_fd), tmp, name)
-        fault("before_dir_fsync")
-        os.fsync(dir_fd)
-        if _oplog is not None:
-            _note("dirsync", _ino(dir_fd))
-    except BaseException as e:  # the temp file goes whatever failed (append raises StorageFull itself)
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-            if _oplog is not None:
-                _note("unlink", _ino(dir_fd), tmp)
-        except OSError:
-            pass  # the original error is the one worth reporting
+        _rename_into_place(dir_fd, tmp, name)
+    except BaseException as e:  # the temp file goes whatever failed
+        _discard(dir_fd, tmp)
         if isinstance(e, OSError):
             raise _wrap(e, label, "write") from e
         raise
@@ -277,21 +287,9 @@ def publish(dir_fd: int, name: str, write: Callable[[BinaryIO], None], label: st
             os.fsync(f.fileno())
             if _oplog is not None:
                 _note("sync", _ino(fd), "fsync")
-        fault("before_rename")
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        if _oplog is not None:
-            _note("rename", _ino(dir_fd), tmp, name)
-        fault("before_dir_fsync")
-        os.fsync(dir_fd)
-        if _oplog is not None:
-            _note("dirsync", _ino(dir_fd))
-    except BaseException as e:
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-            if _oplog is not None:
-                _note("unlink", _ino(dir_fd), tmp)
-        except OSError:
-            pass  # the original error is the one worth reporting
+        _rename_into_place(dir_fd, tmp, name)
+    except BaseException as e:  # the temp file goes whatever failed
+        _discard(dir_fd, tmp)
         if isinstance(e, OSError):
             raise _wrap(e, label, "publish") from e
         raise
