@@ -9,7 +9,8 @@ import pytest
 
 from recorder import Store
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "a3cp-corpus"
+# Example records of the upstream A3CP modules, copied byte for byte (see its NOTICE).
+CORPUS = Path(__file__).resolve().parent / "data" / "a3cp"
 
 
 @pytest.fixture
