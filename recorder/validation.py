@@ -62,19 +62,28 @@ class Accepted:
     path_values: dict[str, str]
 
 
+def _utf8_error_at(raw: bytes) -> int | None:
+    """Offset of the first byte that is not valid UTF-8, or None.
+
+    Computed from the bytes: decoders differ in what they raise for it
+    (msgspec 0.22 a UnicodeDecodeError with a string-relative offset,
+    0.23 a DecodeError with none)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start
+    return None
+
+
 def _decode(spec: TypeSpec, raw: bytes) -> dict[str, Any]:
     try:
         obj = msgspec.json.decode(raw)
-    except UnicodeDecodeError as e:
-        try:  # msgspec's offset is relative to the string it was decoding
-            raw.decode("utf-8")
-            at = e.start
-        except UnicodeDecodeError as whole:
-            at = whole.start
-        raise ValidationError(spec.name, "$", f"not valid UTF-8 at byte {at}") from e
     except RecursionError as e:
         raise ValidationError(spec.name, "$", "nested too deeply") from e
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+    except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError) as e:
+        at = _utf8_error_at(raw)
+        if at is not None:
+            raise ValidationError(spec.name, "$", f"not valid UTF-8 at byte {at}") from e
         if _SURROGATE.search(raw):
             raise ValidationError(spec.name, "$", "lone UTF-16 surrogate escape is not valid Unicode") from e
         if re.search(rb"\b(NaN|-?Infinity)\b", raw):
@@ -197,6 +206,9 @@ def validate(spec: TypeSpec, raw: bytes, meta: Meta, max_depth: int = 32) -> Acc
     user_id = _pick(spec, obj, meta, "user_id")
     session_id = _pick(spec, obj, meta, "session_id")
     source = _pick(spec, obj, meta, "source")
+    for name, value in (("user_id", user_id), ("session_id", session_id)):
+        if value == "":  # refused as empty before the model can call it missing or short
+            check_identifier(spec.name, name, value)
     model = spec.model_for(version)
     candidate = obj
     given = {"record_id": record_id, "schema_version": version, "user_id": user_id, "session_id": session_id}
