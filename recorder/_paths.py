@@ -26,6 +26,8 @@ def check_identifier(schema_type: str, field: str, value: object) -> str:
     if not isinstance(value, str):
         raise UnsafeIdentifier(schema_type, field, f"must be a string, got {type(value).__name__}")
     if not _ID.fullmatch(value):
+        if not value:
+            raise UnsafeIdentifier(schema_type, field, "is empty: a name needs at least one character")
         if len(value) > 128:
             why = "longer than 128 characters"
         elif value in (".", "..") or "/" in value or "\\" in value:

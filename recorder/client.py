@@ -163,8 +163,10 @@ class Client:
             self._next += 1
             frame = P.encode(P.Record(
                 self.producer, pseq, stype, raw, schema_version, record_id,
-                user_id or self._default(obj, "user_id"), session_id or self._default(obj, "session_id"),
-                source or self._default(obj, "source"),
+                # an explicit "" is sent as given, so the recorder refuses it as empty
+                user_id if user_id is not None else self._default(obj, "user_id"),
+                session_id if session_id is not None else self._default(obj, "session_id"),
+                source if source is not None else self._default(obj, "source"),
                 action_id, tags))
             if len(frame) > self.max_record_bytes + 4096:  # metadata (tags) count toward the frame cap
                 self._next -= 1

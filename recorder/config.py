@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from .exceptions import ConfigError
+from ._paths import check_identifier
+from .exceptions import ConfigError, UnsafeIdentifier
 
 __all__ = ["RecorderSettings", "TypeConfig", "Config", "load_config", "default_config_text"]
 
@@ -160,6 +161,10 @@ def parse_config(text: str, source: str) -> Config:
         raise ConfigError(source, "types", "at least one [types.NAME] table is required")
     types: dict[str, TypeConfig] = {}
     for name, table in raw_types.items():
+        try:
+            check_identifier(name, "schema_type", name)
+        except UnsafeIdentifier as e:
+            raise ConfigError(source, f"types.{name}", f"schema type name {e.reason}") from e
         if not isinstance(table, dict):
             raise ConfigError(source, f"types.{name}", "must be a table")
         merged = {**defaults, **table}

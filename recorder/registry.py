@@ -107,6 +107,14 @@ class Registry:
     """Maps schema types to their specs; refuses configs whose files could collide."""
 
     def __init__(self, specs: dict[str, TypeSpec]) -> None:
+        """Raises ConfigError if a type's name could not safely become a path part."""
+        for name, spec in specs.items():
+            try:
+                check_identifier(name, "schema_type", name)
+            except ValidationError as e:
+                raise ConfigError("<registry>", f"types.{name}", f"schema type name {e.reason}") from e
+            if spec.name != name:
+                raise ConfigError("<registry>", f"types.{name}", f"holds the spec of {spec.name!r}")
         self.specs = specs
 
     @classmethod
@@ -119,11 +127,7 @@ class Registry:
         src = config.source
         specs: dict[str, TypeSpec] = {}
         for name, tc in config.types.items():
-            key = f"types.{name}"
-            try:
-                check_identifier(name, "schema_type", name)
-            except ValidationError as e:
-                raise ConfigError(src, key, f"schema type name {e.reason}") from e
+            key = f"types.{name}"  # parse_config has checked that the name is safe
             try:
                 template = Template.parse(tc.path)
             except ValueError as e:

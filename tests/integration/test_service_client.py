@@ -92,6 +92,22 @@ def test_rejections_come_back_typed_and_are_quarantined(
     assert_verified(data_root)
 
 
+@pytest.mark.parametrize("field", ["user_id", "session_id"])
+def test_an_empty_identifier_through_the_client_is_refused_as_empty(
+        procs: Procs, data_root: Path, clients: Callable[..., Client], field: str) -> None:
+    """A record whose user_id or session_id is given as "" is refused as empty, as Store refuses it:
+    not stored under sessions/none/, not called missing."""
+    procs.supervisor(data_root)
+    c = clients(data_root, timeout=20)
+    rec = sample_message("user01", "sess01", 0)
+    rec.pop(field)
+    with pytest.raises(RejectedError) as ei:
+        c.record(rec, schema_type="a3cp_message", wait=True, **{field: ""})
+    [(_, code, got_field, reason)] = ei.value.rejections
+    assert (code, got_field) == ("unsafe_identifier", field) and "empty" in reason
+    assert c.producer not in by_producer(data_root)
+
+
 def test_oversize_records_are_refused_typed_not_disconnected(
         procs: Procs, data_root: Path, clients: Callable[..., Client]) -> None:
     """A record over the wire limit is refused in the client; one over its type's limit comes back as too_large."""

@@ -241,6 +241,24 @@ def test_unsafe_schema_type_name_is_refused(tmp_path: Path, name: str) -> None:
     assert err.path == str(p) and err.key.startswith("types.")
 
 
+@pytest.mark.parametrize("name", ['"../../etc"', '"a\\u0000b"', '"a\\nb"', '""', '"a b"'])
+def test_load_config_alone_refuses_an_unsafe_schema_type_name(tmp_path: Path, name: str) -> None:
+    """load_config() refuses a type name that could not be a path part, as Store and recorder run do."""
+    p = write(tmp_path, f"[types.{name}]\n{MODEL}")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert info.value.path == str(p) and info.value.key.startswith("types.")
+
+
+@pytest.mark.parametrize("name", ["../../etc", "a\x00b", "a\nb", ""])
+def test_registry_built_directly_refuses_an_unsafe_schema_type_name(name: str) -> None:
+    """Registry() given specs under an unsafe name refuses them, naming the type's key."""
+    spec = Registry.from_config(load_config()).specs["a3cp_message"]
+    with pytest.raises(ConfigError) as info:
+        Registry({name: spec})
+    assert info.value.key == f"types.{name}"
+
+
 def test_store_refuses_a_bad_config(tmp_path: Path) -> None:
     """Store construction surfaces a config mistake as ConfigError before touching the data root."""
     p = write(tmp_path, ONE_TYPE + 'format = "parquet"\n')

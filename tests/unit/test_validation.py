@@ -17,6 +17,7 @@ from recorder import (
     RecordTooLarge,
     Store,
     UnknownSchemaError,
+    UnsafeIdentifier,
     ValidationError,
     read,
     verify,
@@ -485,3 +486,17 @@ def test_quarantine_is_bounded_and_counts_drops(tmp_path: Path) -> None:
     assert (root / "_recorder" / "quarantine.jsonl").stat().st_size <= 4096
     stop = audit_events(root)[-1]["record"]
     assert stop["event_type"] == "recorder_stop" and stop["quarantine_dropped"] == dropped
+
+
+@pytest.mark.parametrize("field", ["user_id", "session_id"])
+def test_an_empty_identifier_as_metadata_is_refused_as_empty(store: Store, field: str) -> None:
+    """An identifier given as "" is refused naming the field and saying it is empty (not stored as
+    "no session", not called missing), and quarantined."""
+    rec = sample_message()
+    rec.pop(field)
+    with pytest.raises(UnsafeIdentifier) as info:
+        store.record(rec, schema_type="a3cp_message", **{field: ""})
+    assert info.value.field == field and "empty" in info.value.reason
+    (entry,) = quarantine(Path(store.root))
+    assert entry["field"] == field
+    assert not list(Path(store.root).rglob("none"))
