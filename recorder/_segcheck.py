@@ -85,10 +85,10 @@ class _Report:
         self.found: dict[str, Problem] = {}
         self.stale: list[str] = []  # why the catalog is out of date, one entry per segment
 
-    def add(self, path: Path | str, reason: str, line: int = -1, offset: int = -1) -> None:
+    def add(self, path: Path | str, reason: str, line: int = -1, offset: int = -1, where: str = "") -> None:
         key = str(path)
         if key not in self.found:
-            self.found[key] = Problem(key, line, offset, reason)
+            self.found[key] = Problem(key, line, offset, reason, where)
 
 
 def check_segments(root: str) -> list[Problem]:
@@ -116,7 +116,7 @@ def check_segments(root: str) -> list[Problem]:
         for name in sorted(filenames):
             if name.startswith(".") and any(fnmatch.fnmatchcase(name, p) for p in _TEMP_PATTERNS):
                 report.add(here / name, "leftover temporary file of an interrupted write "
-                                        "(safe to delete while no recorder runs)")
+                                        "(safe to delete while no recorder runs)", where="whole file")
         if here == internal or internal in here.parents:
             continue  # internal logs: temp files only (verify checks the journals)
         rel_dir = here.relative_to(base).as_posix()
@@ -147,17 +147,18 @@ def check_segments(root: str) -> list[Problem]:
                 data = str(pinfo["path"]) if isinstance(pinfo, dict) and pinfo.get("path") else rel
                 report.add(base / data, f"segment {m.get('segment')} of stream {m.get('stream')} is missing: "
                                         f"the catalog lists it (line {line}) but neither its manifest nor a "
-                                        "tombstone is on disk")
+                                        "tombstone is on disk", where="file missing")
                 segs.setdefault(rel, _Seg(rel, ref=m, blame=str(base / data)))
         for rel, (line, _) in sorted(catalog.deleted.items()):
             if rel.startswith(prefix) and rel not in tombstones:
                 report.add(base / (_stem(rel) + TOMBSTONE_SUFFIX),
-                           f"the catalog records deleting this segment (line {line}) but its tombstone is missing")
+                           f"the catalog records deleting this segment (line {line}) but its tombstone is missing",
+                           where="file missing")
     _check_streams(base, segs, report)
     if report.stale:
         more = f" (and {len(report.stale) - 1} more)" if len(report.stale) > 1 else ""
         report.add(base / CATALOG, f"catalog is out of date: {report.stale[0]}{more}; "
-                                   "run recorder catalog --rebuild")
+                                   "run recorder catalog --rebuild", where="entries")
     return sorted(report.found.values(), key=lambda p: p.path)
 
 
@@ -191,7 +192,8 @@ def _load_catalog(base: Path, report: _Report, expected: bool) -> _Catalog:
     cat = _Catalog()
     if not path.is_file():
         if expected and (base / INTERNAL_DIR).is_dir():
-            report.add(path, "catalog is missing although sealed segments exist; run recorder catalog --rebuild")
+            report.add(path, "catalog is missing although sealed segments exist; run recorder catalog --rebuild",
+                       where="file missing")
         return cat
     cat.present = True
     bad = verify_file(path)
@@ -220,6 +222,10 @@ def _differs(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
+def _fields(names: list[str]) -> str:
+    return ("field " if len(names) == 1 else "fields ") + ", ".join(names)
+
+
 # -- one manifest -------------------------------------------------------------------
 
 def _check_manifest(base: Path, rel: str, mpath: Path, catalog: _Catalog, report: _Report) -> _Seg:
@@ -227,19 +233,20 @@ def _check_manifest(base: Path, rel: str, mpath: Path, catalog: _Catalog, report
     disk, why = _read_json(mpath)
     cat = catalog.live.get(rel)
     if disk is None:
-        report.add(mpath, f"manifest is {why}" if why.startswith("not") else f"manifest {why}")
+        report.add(mpath, f"manifest is {why}" if why.startswith("not") else f"manifest {why}", where="whole file")
         seg.ref = cat[1] if cat is not None and catalog.intact else None
     else:
         seg.ref = disk
         if disk.get("path") != rel:
-            report.add(mpath, f"manifest describes {disk.get('path')!r} but sits beside {rel!r}")
+            report.add(mpath, f"manifest describes {disk.get('path')!r} but sits beside {rel!r}", where="field path")
         if catalog.present:
             if cat is None:
                 if rel in catalog.deleted:
                     line = catalog.deleted[rel][0]
                     if catalog.intact and not (base / (_stem(rel) + TOMBSTONE_SUFFIX)).exists():
                         report.add(mpath, f"the catalog records deleting this segment (line {line}) "
-                                          "but its manifest is still on disk and no tombstone is")
+                                          "but its manifest is still on disk and no tombstone is",
+                                   where="whole file")
                 else:
                     report.stale.append(f"it lacks {rel} (manifest on disk)")
             elif cat[1] != disk:
@@ -248,16 +255,16 @@ def _check_manifest(base: Path, rel: str, mpath: Path, catalog: _Catalog, report
                     report.stale.append(f"{rel} was converted to Parquet after its last catalog entry")
                 elif catalog.intact:
                     report.add(mpath, f"manifest differs from its catalog entry (line {cat[0]}) in "
-                                      f"{', '.join(fields)}: the manifest was altered")
+                                      f"{', '.join(fields)}: the manifest was altered", where=_fields(fields))
                     seg.ref = cat[1]
                 else:
                     report.add(base / CATALOG, f"catalog entry (line {cat[0]}) differs from {rel}'s manifest "
-                                               f"in {', '.join(fields)}", cat[0])
+                                               f"in {', '.join(fields)}", cat[0], where=_fields(fields))
     if seg.ref is not None:
         try:
             _check_data(base, rel, seg, report)
         except (KeyError, TypeError) as e:
-            report.add(mpath, f"manifest lacks a valid field: {e}")
+            report.add(mpath, f"manifest lacks a valid field: {e}", where=f"field {e}")
     return seg
 
 
@@ -299,7 +306,7 @@ def _check_data(base: Path, rel: str, seg: _Seg, report: _Report) -> None:
     state = m["state"]
     jpath = base / rel
     if state not in ("sealed", "converted"):
-        report.add(seg.blame, f"manifest has unknown state {state!r}")
+        report.add(seg.blame, f"manifest has unknown state {state!r}", where="field state")
         return
     if jpath.is_file():
         j = seg.journal = _read_journal(jpath)
@@ -316,33 +323,35 @@ def _check_data(base: Path, rel: str, seg: _Seg, report: _Report) -> None:
             bad = verify_file(jpath)
             detail = f" ({bad.reason})" if bad is not None else ""
             report.add(jpath, "sealed journal changed after it was sealed: " + "; ".join(wrong) + detail,
-                       bad.line if bad else -1, bad.offset if bad else -1)
+                       bad.line if bad else -1, bad.offset if bad else -1, where="whole file")
     elif state == "sealed" or m.get("journal_kept"):
         if not (base / (_stem(rel) + TOMBSTONE_SUFFIX)).exists():
-            report.add(jpath, "sealed journal is missing (no tombstone records its deletion)")
+            report.add(jpath, "sealed journal is missing (no tombstone records its deletion)", where="file missing")
     pq_path = base / (_stem(rel) + ".parquet")
     if state == "converted":
         info = m["parquet"]
         pq_path = base / str(info["path"])
         if not pq_path.is_file():
-            report.add(pq_path, "Parquet file of a converted segment is missing (no tombstone records its deletion)")
+            report.add(pq_path, "Parquet file of a converted segment is missing (no tombstone records its deletion)",
+                       where="file missing")
             return
         digest = _sha256(pq_path)
         if digest != info["sha256"]:
             report.add(pq_path, f"Parquet file changed after it was published: sha256 {digest[:16]}... "
-                                f"but the manifest says {str(info['sha256'])[:16]}...")
+                                f"but the manifest says {str(info['sha256'])[:16]}...", where="whole file")
             return
-        rows, why = _parquet_rows(pq_path)
+        rows, where, why = _parquet_rows(pq_path)
         if rows is None:
-            report.add(pq_path, f"Parquet file is unreadable: {why}")
+            report.add(pq_path, f"Parquet file is unreadable: {why}", where=where)
         elif rows != m["records"] or rows != info.get("rows", rows):
-            report.add(pq_path, f"Parquet file has {rows} rows but the manifest says {m['records']} records")
+            report.add(pq_path, f"Parquet file has {rows} rows but the manifest says {m['records']} records",
+                       where=where)
     elif m.get("format") == "parquet" and pq_path.is_file():
         # published but the manifest not yet rewritten: recovery redoes the
         # conversion, but a file under a final name must still be whole
-        rows, why = _parquet_rows(pq_path)
+        rows, where, why = _parquet_rows(pq_path)
         if rows is None:
-            report.add(pq_path, f"Parquet file under its final name is unreadable: {why}")
+            report.add(pq_path, f"Parquet file under its final name is unreadable: {why}", where=where)
 
 
 def _sha256(path: Path) -> str:
@@ -353,14 +362,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _parquet_rows(path: Path) -> tuple[int | None, str]:
+def _parquet_rows(path: Path) -> tuple[int | None, str, str]:
+    """(rows or None, the place in the file, why it is unreadable) from the footer and row-group metadata."""
     import pyarrow as pa  # imported here: a recording without Parquet never pays for it
     import pyarrow.parquet as pq
 
     try:
-        return int(pq.ParquetFile(path).metadata.num_rows), ""
+        meta = pq.ParquetFile(path).metadata
     except (pa.ArrowException, OSError, ValueError) as e:
-        return None, str(e)
+        return None, "footer (file metadata)", str(e)
+    groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    n = len(groups)
+    where = (f"row group 0 ({groups[0]} rows)" if n == 1 else
+             f"row groups 0-{n - 1} ({'+'.join(map(str, groups))} rows)" if n else "no row groups")
+    return int(meta.num_rows), where, ""
 
 
 # -- tombstones -------------------------------------------------------------------------
@@ -370,17 +385,18 @@ def _check_tombstone(base: Path, rel: str, tpath: Path, has_manifest: bool, cata
     doc, why = _read_json(tpath)
     m = doc.get("manifest") if doc is not None else None
     if doc is None or not isinstance(m, dict):
-        report.add(tpath, f"tombstone is {why or 'missing its manifest'}")
+        report.add(tpath, f"tombstone is {why or 'missing its manifest'}", where="field manifest" if doc else "whole file")
         return
     seg.tomb = m
     if not seg.blame:
         seg.blame = str(tpath)
     if m.get("path") != rel:
-        report.add(tpath, f"tombstone describes {m.get('path')!r} but sits beside {rel!r}")
+        report.add(tpath, f"tombstone describes {m.get('path')!r} but sits beside {rel!r}", where="field manifest.path")
     remains = [p.name for p in (base / rel, base / (_stem(rel) + ".parquet"), base / (_stem(rel) + MANIFEST_SUFFIX))
                if p.exists()]
     if remains:
-        report.add(tpath, f"deletion was interrupted: the tombstone is written but {', '.join(remains)} remain")
+        report.add(tpath, f"deletion was interrupted: the tombstone is written but {', '.join(remains)} remain",
+                   where="whole file")
     if not catalog.present:
         return
     entry = catalog.deleted.get(rel)
@@ -390,7 +406,8 @@ def _check_tombstone(base: Path, rel: str, tpath: Path, has_manifest: bool, cata
     elif entry[1].get("sha256") != m.get("sha256"):
         if catalog.intact:
             report.add(tpath, f"tombstone differs from the catalog's deletion record (line {entry[0]}) in "
-                              f"{', '.join(_differs(entry[1], m))}: the tombstone was altered")
+                              f"{', '.join(_differs(entry[1], m))}: the tombstone was altered",
+                       where="manifest " + _fields(_differs(entry[1], m)))
             seg.tomb = entry[1]
         else:
             report.add(base / CATALOG, f"catalog deletion record (line {entry[0]}) differs from "
@@ -427,7 +444,7 @@ def _check_streams(base: Path, segs: dict[str, _Seg], report: _Report) -> None:
             if n not in by_n:
                 where = render(n, None) or stream.replace("{segment}", str(n))
                 report.add(base / where, f"segment {n} of stream {stream} is missing "
-                                         "(neither manifest nor tombstone nor data)")
+                                         "(neither manifest nor tombstone nor data)", where="file missing")
         broken: dict[int, tuple[str, str, str]] = {}  # segment -> (its prev, the head before it, file)
         for n in range(1, top + 1):
             cur, prev = by_n.get(n), by_n.get(n - 1)
@@ -441,8 +458,12 @@ def _check_streams(base: Path, segs: dict[str, _Seg], report: _Report) -> None:
             if n - 1 in broken:
                 continue  # a foreign segment n-1 breaks both of its links: it alone is reported
             either = f"; segment {n + 1} does not continue it either" if n + 1 in broken else ""
-            report.add(where, f"chain broken across segments: segment {n} continues {got[:16]}... but "
-                              f"segment {n - 1} ends at {want[:16]}...{either}")
+            why = (f"chain broken across segments: segment {n} continues {got[:16]}... but "
+                   f"segment {n - 1} ends at {want[:16]}...{either}")
+            if where.endswith(".jsonl"):
+                report.add(where, why + " (its header's prev)", 1, 0)
+            else:
+                report.add(where, why, where="field prev_head")
 
 
 def _head(seg: _Seg) -> str | None:

@@ -260,12 +260,19 @@ class Problem:
     """The first problem found in one file."""
 
     path: str
-    line: int
-    offset: int
+    line: int  # 1-based; -1 where the problem is not in one line (a manifest, a Parquet file)
+    offset: int  # byte offset in the file; -1 where no single byte is at fault
     reason: str
+    where: str = ""  # the place when it is not a line: "field sha256", "row group 2", "whole file"
 
     def __str__(self) -> str:
-        return f"{self.path}: line {self.line} (byte {self.offset}): {self.reason}"
+        if self.line >= 1:
+            place = f"line {self.line}" + (f" (byte {self.offset})" if self.offset >= 0 else "")
+        elif self.offset >= 0:
+            place = f"byte {self.offset}"
+        else:
+            place = self.where
+        return f"{self.path}: {place}: {self.reason}" if place else f"{self.path}: {self.reason}"
 
 
 def verify_file(path: str | Path, progress: Progress | None = None) -> Problem | None:
@@ -356,7 +363,7 @@ def verify(paths: Iterable[str | Path], show_progress: bool = False) -> tuple[in
     problems: list[Problem] = []
     for p in map(Path, paths):
         if p.is_dir():
-            problems += [Problem(str(d), -1, -1, "file was set aside as damaged by the recorder")
+            problems += [Problem(str(d), -1, -1, "file was set aside as damaged by the recorder", "whole file")
                          for d in sorted(p.rglob("*.jsonl.damaged-*"))]
     total = sum(f.stat().st_size for f in files)
     progress = Progress(total, "verify", enabled=show_progress)

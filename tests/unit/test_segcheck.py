@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from recorder import Store, verify
-from recorder._segcheck import check_segments
+from recorder._segcheck import _parquet_rows, check_segments
 from recorder.catalog import rebuild
 from recorder.reader import Problem
 from recorder.testing import sample_message
@@ -354,3 +354,30 @@ def test_hidden_temp_files_are_reported_as_leftovers(root: Path, rel: str) -> No
     (root / rel).write_bytes(b"PAR1 half")
     assert "leftover temporary file" in one_problem_at(root, root / rel).reason
 
+
+
+@pytest.mark.parametrize("name", ["msg_0001.manifest.json", "pq_0001.manifest.json", "pq_0001.parquet"])
+def test_a_problem_outside_a_journal_line_names_its_place_not_minus_one(root: Path, seg: Path, name: str) -> None:
+    """verify prints a manifest's or Parquet file's problem with the field, row group or whole file at
+    fault, never 'line -1 (byte -1)'."""
+    path = seg / name
+    data = path.read_bytes()
+    for offset in range(0, len(data), max(1, len(data) // 40)):
+        flip(path, offset)
+        try:
+            problem = one_problem_at(root, path)
+            text = str(problem)[len(str(path)):]
+            assert "line -1" not in text and "byte -1" not in text, text
+            assert text.startswith(f": {problem.where}: ") and problem.where or problem.line >= 1, text
+        finally:
+            path.write_bytes(data)
+
+
+def test_parquet_places_are_the_footer_or_the_row_groups(root: Path, seg: Path, tmp_path: Path) -> None:
+    """An unreadable Parquet file is placed at its footer; a readable one by its row groups and their rows."""
+    rows, where_, why = _parquet_rows(seg / "pq_0001.parquet")
+    assert (rows, where_, why) == (3, "row group 0 (3 rows)", "")
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1" + b"\0" * 64)
+    rows, where_, why = _parquet_rows(bad)
+    assert rows is None and where_ == "footer (file metadata)" and why
