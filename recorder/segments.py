@@ -71,7 +71,7 @@ def build_manifest(data: bytes, rel: str, schema_type: str, fmt: str, stream: st
         if e.get("session_id"):
             sessions.add(e["session_id"])
         p, n = e.get("producer"), e.get("pseq")
-        if isinstance(p, str) and isinstance(n, int) and n > producers.get(p, 0):
+        if isinstance(p, str) and isinstance(n, int) and n >= producers.get(p, 0):  # in-process: pseq 0
             producers[p] = n
         head = e.get("h", head)
         ts = e.get("timestamp")

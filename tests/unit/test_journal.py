@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import os
 import stat
 from collections.abc import Iterator
@@ -481,3 +483,39 @@ def test_files_closed_and_reopened_by_the_writer_stay_consistent(tmp_path: Path)
     assert [e["record"] for e in read(root)] == sent
     assert verify([root])[1] == []
     assert not list(root.rglob("*.damaged-*"))
+
+
+def format_doc_line_checks() -> tuple[str, list[str]]:
+    """The hashed-prefix expression and the byte checks docs/FORMAT.md gives a verifier, as written there."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md").read_text(encoding="utf-8")
+    start = doc.index("- after that comma every line ends")
+    bullet = doc[start:doc.index("(without the newline", start)]
+    snippets = [s.replace("\n  ", " ") for s in re.findall(r"`([^`]+)`", bullet.replace("\n  ", " "))]
+    (digest,) = [s for s in snippets if s.startswith("h = ")]
+    checks = [s for s in snippets if s.startswith("line[") and "==" in s]
+    return digest, checks
+
+
+def test_a_verifier_written_from_format_md_accepts_every_line_of_a_good_recording(store: Store) -> None:
+    """The slices docs/FORMAT.md gives (copied from its text, evaluated as written) hold for every line,
+    header included, of every journal of a recording, and each line's prev is the h of the line before."""
+    digest, checks = format_doc_line_checks()
+    assert len(checks) >= 2, checks
+    for i in range(5):
+        store.record(sample_message(i=i), schema_type="a3cp_message")
+        store.record(sample_audit(i=i), schema_type="audit_event")
+    store.close()
+    journals = [p for p in Path(store.root).rglob("*.jsonl")]
+    assert len(journals) >= 3
+    for path in journals:
+        prev = None
+        with open(path, "rb") as f:
+            for line in f:
+                scope: dict[str, Any] = {"line": line, "hashlib": hashlib}
+                exec(digest, scope)  # noqa: S102 - the doc's own expression
+                for check in checks:
+                    assert eval(check, scope), f"{path}: {check} fails on {line[-80:]!r}"  # noqa: S307
+                entry = json.loads(line)
+                if prev is not None:
+                    assert entry["prev"] == prev
+                prev = scope["h"]
