@@ -132,7 +132,7 @@ def _one(args: argparse.Namespace) -> int:
     from recorder.config import load_config
     from recorder.store import Store
     from recorder.testing import sample_message
-    from recorder.validation import Meta
+    from recorder.protocol import Record
     from recorder.writer import Entry
 
     layer, durability, batch = args.layer[0], args.durability[0], args.batch[0]
@@ -145,9 +145,8 @@ def _one(args: argparse.Namespace) -> int:
     store = Store(config, data_root=root)
     try:
         writer = store.writers[SCHEMA_TYPE]
-        meta = Meta(schema_type=SCHEMA_TYPE)
         raws = [msgspec.json.encode(sample_message(i=i)) for i in range(POOL)]
-        accepted = [store.check(raw, meta) for raw in raws] if layer == "storage" else []
+        accepted = [store.check(Record("bench", 0, SCHEMA_TYPE, raw)) for raw in raws] if layer == "storage" else []
         pool = itertools.cycle(accepted if layer == "storage" else raws)
         seq, check, write = store.seq, store.check, writer.write
         time_ns = time.time_ns
@@ -160,7 +159,7 @@ def _one(args: argparse.Namespace) -> int:
             for k in range(batch):
                 pseq += 1
                 item = next(pool)
-                acc = item if layer == "storage" else check(item, meta)
+                acc = item if layer == "storage" else check(Record("bench", pseq, SCHEMA_TYPE, item))
                 entries.append(Entry(acc, first + k, time_ns(), "bench", pseq))
             write(entries)
 

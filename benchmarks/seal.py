@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
 def _one(args: argparse.Namespace) -> int:
     from recorder import Store, testing
     from recorder.config import parse_config
-    from recorder.validation import Meta, encode_record
+    from recorder.protocol import Record
+    from recorder.validation import encode_record
     from recorder.writer import Entry
 
     name = args.case[0]
@@ -92,7 +93,7 @@ def _one(args: argparse.Namespace) -> int:
         with Store(parse_config(text, "<seal benchmark>"), data_root=root) as store:
             raws = [encode_record(make(i=i)) for i in range(args.records)]
 
-            accs = [store.check(r, Meta(schema_type=stype)) for r in raws]
+            accs = [store.check(Record("inproc", 0, stype, r)) for r in raws]
             w = store.writers[stype]
             for _ in range(args.repeat):
                 for k in range(0, len(accs), 512):

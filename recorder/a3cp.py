@@ -11,6 +11,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
+from .schema.fast import check, implied
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -37,6 +38,7 @@ _VERSION = r"^\d+\.\d+\.\d+$"
 _UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
+@implied  # the typed fast path reads a datetime as exactly such a string (recorder.schema.fast)
 def _utc_timestamp(value: Any) -> Any:
     # A3CP stamps are UTC strings ending in Z; naive or offset times are
     # ambiguous years later, so they are refused rather than guessed.
@@ -45,6 +47,7 @@ def _utc_timestamp(value: Any) -> Any:
     return value
 
 
+@implied  # ... which always ends in Z or +00:00
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a UTC zone")
@@ -84,6 +87,7 @@ class RawFeaturesRef(BaseModel):
     format: Name
 
 
+@check  # a plain dict either way: runs unchanged after the typed decode
 def _has_unknown(value: dict[str, float] | None) -> dict[str, float] | None:
     if value is not None and "unknown" not in value:
         raise ValueError("classifier_output must include the 'unknown' class")
@@ -142,6 +146,7 @@ class RawActionRecord(A3CPBase):
 
     @field_validator("frames")
     @classmethod
+    @check  # reads frame_index only, which the fast path's frames carry too
     def _frames_in_order(cls, frames: list[LandmarkFrame]) -> list[LandmarkFrame]:
         indexes = [f.frame_index for f in frames]
         if indexes != sorted(set(indexes)):

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 from .exceptions import DurabilityError, RecorderError, StorageFull, ValidationError
 from .protocol import Record
-from .store import Store, session_end_pattern
-from .validation import Meta
+from .store import Store
 from .writer import Entry
 
 __all__ = ["WriterActor", "Done", "Item"]
@@ -62,7 +61,7 @@ class WriterActor(threading.Thread):
         self.report = report
         self.max_batch = max_batch
         self.inbox: queue.SimpleQueue[Item | EndSession | None] = queue.SimpleQueue()
-        self.session_end = session_end_pattern(store, schema_type)
+        self.accept = store.acceptors[schema_type]
         # counters read by `recorder stats` (written only by this thread)
         self.records = 0
         self.bytes = 0
@@ -143,11 +142,8 @@ class WriterActor(threading.Thread):
         entries: list[Entry] = []
         size = 0
         for frame, seq, received in batch:
-            meta = Meta(schema_type=frame.schema_type, schema_version=frame.schema_version,
-                        record_id=frame.record_id, user_id=frame.user_id, session_id=frame.session_id,
-                        source=frame.source, action_id=frame.action_id, tags=frame.tags)
             try:
-                acc = self.store.check(frame.record, meta)
+                acc = self.accept(frame)
             except ValidationError as e:
                 self._reject(done, frame, e)
                 continue
@@ -171,11 +167,7 @@ class WriterActor(threading.Thread):
         self.full_since = 0.0
         now = time.time_ns()
         done.durable = [(en.producer, en.pseq) for en in entries]
-        if self.session_end is not None:
-            for en in entries:
-                sid = en.accepted.fields.get("session_id")
-                if sid and self.session_end.search(en.accepted.record):
-                    done.ended.append((en.accepted.fields.get("user_id"), sid))
+        done.ended = [(en.accepted.user_id, en.accepted.session_id or "") for en in entries if en.accepted.ends_session]
         self.records += len(entries)
         self.bytes += size
         self.batches += 1

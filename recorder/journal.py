@@ -29,6 +29,7 @@ FORMAT_VERSION = 1
 GENESIS = "0" * 64
 _SUFFIX = len(b'"h":"') + 64 + len(b'"}')  # bytes after the hashed prefix
 _COMMIT = b'"commit":true,'
+_COMMIT_TAIL = b',"commit":true'
 _CHUNK = 1 << 20
 _DEDUP_BATCHES = 4  # whole batches kept in Recovery.tail for the router's de-duplication
 
@@ -311,16 +312,20 @@ class Journal:
 
         Lets a writer issue the fdatasyncs of several files at once (``sync``).
         """
-        parts: list[bytes] = []
-        head = self.head
-        last = len(bodies) - 1
-        for i, body in enumerate(bodies):
-            line, h = seal_line(body, head, self.hashing, commit=i == last)
-            parts.append(line)
-            head = h
-        data = b"".join(parts)
+        if not self.hashing:
+            data = b"}\n".join(bodies) + b',"commit":true}\n'
+        else:
+            # each line's prefix in one join, then the whole batch in one more
+            parts: list[bytes] = []
+            head = self.head.encode()
+            last = len(bodies) - 1
+            for i, body in enumerate(bodies):
+                prefix = b"".join((body, _COMMIT_TAIL if i == last else b"", b',"prev":"', head, b'",'))
+                head = hashlib.sha256(prefix).hexdigest().encode()
+                parts += (prefix, b'"h":"', head, b'"}\n')
+            data = b"".join(parts)
         _durable.append(self.fd, data, self.label)
-        self._pending = (head, len(data), len(bodies))
+        self._pending = (head.decode() if self.hashing else "", len(data), len(bodies))
 
     def sync(self) -> None:
         """The second half of ``append``: fdatasync (fsync mode), then advance the state."""

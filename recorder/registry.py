@@ -43,8 +43,10 @@ def _journal_pattern(tokens: list[str]) -> list[str]:
     return tokens[: -len(".parquet")] + list(".jsonl") if text.endswith(".parquet") else tokens
 
 
-def _needles(words: list[str]) -> tuple[bytes, ...]:
-    return tuple(w.encode() for w in words)
+def _needles(words: list[str], close: bool) -> tuple[bytes, ...]:
+    # A key or value is always quoted in JSON; an escape that could spell one
+    # otherwise is looked for separately.
+    return tuple(b'"' + w.encode() + (b'"' if close else b"") for w in words)
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,11 @@ class TypeSpec:
     models: tuple[tuple[tuple[int, ...], type[BaseModel]], ...]  # longest prefix first
     denied_fields: frozenset[str]
     denied_prefixes: tuple[str, ...]
-    #: every denied name (exact) and prefix (any case) as bytes: the common
-    #: case, none present, costs a few fast substring scans
+    #: every denied name as a JSON string (b'"pcm"') and prefix as the
+    #: opening of one (b'"data:image/', lower case, searched in the lowered
+    #: record): the common case, none present, costs a few substring scans
     needles: tuple[bytes, ...] = ()
-    prefix_needles: tuple[bytes, ...] = ()  # lower case, searched in the lowered record
+    prefix_needles: tuple[bytes, ...] = ()
     _by_version: dict[str, type[BaseModel]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -168,8 +171,8 @@ class Registry:
                 models=tuple(models),
                 denied_fields=frozenset(tc.denied_fields),
                 denied_prefixes=tuple(p.lower() for p in tc.denied_prefixes),
-                needles=_needles(tc.denied_fields),
-                prefix_needles=_needles([p.lower() for p in tc.denied_prefixes]),
+                needles=_needles(tc.denied_fields, close=True),
+                prefix_needles=_needles([p.lower() for p in tc.denied_prefixes], close=False),
             )
         names = sorted(specs)
         for i, a in enumerate(names):

@@ -7,7 +7,6 @@ used directly it is a library for single-process producers and for tests.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 import time
@@ -25,7 +24,9 @@ from .config import Config, load_config
 from .exceptions import RecorderError, StorageFull, ValidationError
 from .journal import Journal
 from .registry import Registry
-from .validation import Accepted, Meta, encode_record, quarantine_copy, safe_json, validate
+from .protocol import Record
+from .schema.accept import Accepted, Acceptor
+from .validation import encode_record, quarantine_copy, safe_json
 from .catalog import Catalog
 from .segments import Sealer, Usage
 from .writer import Entry, TypeWriter, open_journal
@@ -112,16 +113,6 @@ class _Quarantine:
         self.journal.close()
 
 
-def session_end_pattern(store: Store, schema_type: str) -> re.Pattern[bytes] | None:
-    """How a record of this type says its session ended, if it can: audit types only
-    (a model with an ``event_type`` field), ``event_type`` = recorder.session_end_event."""
-    spec = store.registry.get(schema_type)
-    if not any("event_type" in model.model_fields for _, model in spec.models):
-        return None
-    end = store.config.recorder.session_end_event.encode()
-    return re.compile(rb'"event_type"\s*:\s*"' + re.escape(end) + rb'"')
-
-
 class Store:
     """Validates and durably records records into one data root.
 
@@ -177,7 +168,9 @@ class Store:
         self.usage = Usage()
         self.sealer = Sealer(self.root_fd, self.registry, self.catalog, self.usage, self.event)
         self._free: tuple[float, int] = (0.0, 0)
-        self._session_end: dict[str, re.Pattern[bytes] | None] = {}
+        #: the one accept step per type, shared by Store.record and the service's actors
+        self.acceptors = {name: Acceptor(spec, settings.max_depth, settings.session_end_event)
+                          for name, spec in self.registry.specs.items()}
         self.writers = {
             name: TypeWriter(spec, self.root_fd, header, settings.max_open_files, self.event, state_fd,
                              seal=self._submit_seal, admit=self.admit, usage=self.usage.add)
@@ -236,14 +229,16 @@ class Store:
                 print(f"recorder: audit event {kind!r} not written: {e}", file=sys.stderr, flush=True)
 
     # -- validating and writing -------------------------------------------
-    def check(self, raw: bytes, meta: Meta) -> Accepted:
-        """Validate raw record bytes with their metadata (no disk access).
+    def check(self, rec: Record) -> Accepted:
+        """Accept the record a frame carries, with the frame's metadata (no disk access).
 
         Raises:
             ValidationError: or a subclass naming the field and the reason.
         """
-        spec = self.registry.get(meta.schema_type)
-        return validate(spec, raw, meta, self.config.recorder.max_depth)
+        acceptor = self.acceptors.get(rec.schema_type)
+        if acceptor is None:  # registry.get raises UnknownSchemaError naming the known types
+            acceptor = self.acceptors[self.registry.get(rec.schema_type).name]
+        return acceptor(rec)
 
     def reject(self, meta_type: str, raw: bytes, err: RecorderError, producer: str = "inproc",
                pseq: int = 0, origin: str = "in-process") -> None:
@@ -269,18 +264,15 @@ class Store:
         raw = b""
         try:
             stype = stype or self.type_of(record)
-            m = Meta(schema_type=stype, **meta)
             raw = encode_record(record, stype)
-            acc = self.check(raw, m)
+            acc = self.check(Record(producer, pseq, stype, raw, **meta))
         except ValidationError as e:
             self.reject(stype, raw, e, producer, pseq)
             raise
         entry = Entry(acc, self.seq.take(), time.time_ns(), producer, pseq)
         self.writers[acc.spec.name].write([entry])
-        end = self._session_end.setdefault(acc.spec.name, session_end_pattern(self, acc.spec.name))
-        session = acc.fields.get("session_id")
-        if end is not None and session and end.search(acc.record):
-            self.end_session(acc.fields.get("user_id"), session)
+        if acc.ends_session:
+            self.end_session(acc.user_id, acc.session_id or "")
         return entry.seq
 
     def type_of(self, record: Any) -> str:
@@ -326,15 +318,17 @@ class Store:
         """
         cfg = self.registry.get(schema_type).config
         s = self.config.recorder
-        if cfg.max_bytes:
+        # Each limit is tested inline first: the common case, room everywhere, builds nothing.
+        if cfg.max_bytes and self.usage.of(schema_type) + nbytes > cfg.max_bytes:
             self._room(schema_type, schema_type, lambda: self.usage.of(schema_type) + nbytes > cfg.max_bytes,
                        f"types.{schema_type}.max_bytes ({cfg.max_bytes} bytes) reached")
-        if s.max_total_bytes:
+        if s.max_total_bytes and self.usage.total() + nbytes > s.max_total_bytes:
             self._room(schema_type, None, lambda: self.usage.total() + nbytes > s.max_total_bytes,
                        f"recorder.max_total_bytes ({s.max_total_bytes} bytes) reached")
         if s.min_free_bytes:
-            self._room(schema_type, None, lambda: self._free_bytes() - nbytes < s.min_free_bytes,
-                       f"free disk space below recorder.min_free_bytes ({s.min_free_bytes} bytes)")
+            if self._free_bytes() - nbytes < s.min_free_bytes:
+                self._room(schema_type, None, lambda: self._free_bytes() - nbytes < s.min_free_bytes,
+                           f"free disk space below recorder.min_free_bytes ({s.min_free_bytes} bytes)")
             self._spend(nbytes)
 
     def _room(self, schema_type: str, scope: str | None, over: Callable[[], bool], why: str) -> None:

@@ -11,18 +11,18 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import pydantic
 from pydantic import BaseModel
 
-from ._paths import MISSING, check_identifier
+from ._paths import check_identifier
 from .exceptions import DeniedFieldError, RecordTooLarge, ValidationError
+from .protocol import Record
 from .registry import TypeSpec
 
-__all__ = ["Accepted", "Meta", "encode_record", "validate", "safe_json", "quarantine_copy"]
+__all__ = ["Verdict", "encode_record", "validate", "safe_json", "quarantine_copy"]
 
 # Characters some line splitters treat as line ends; JSON allows them raw
 # inside strings, so they are escaped on the way to disk.
@@ -39,27 +39,16 @@ def safe_json(obj: Any) -> bytes:
     return data
 
 
-class Meta(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Metadata a producer passes beside a record (embedded fields win if equal)."""
+class Verdict(NamedTuple):
+    """What the rules decided about an accepted record: its envelope ids and the bytes to store."""
 
-    schema_type: str
-    schema_version: str | None = None
-    record_id: str | None = None
-    user_id: str | None = None
-    session_id: str | None = None
-    source: str | None = None
-    action_id: str | None = None
-    tags: dict[str, str] | None = None
-
-
-@dataclass(slots=True)
-class Accepted:
-    """A validated record, ready for the writer to number, chain and append."""
-
-    spec: TypeSpec
-    fields: dict[str, Any]  # envelope metadata, in on-disk order
-    record: bytes  # the record as one compact JSON object
-    path_values: dict[str, str]
+    version: str
+    record_id: Any
+    timestamp: Any
+    user_id: str
+    session_id: str | None
+    source: Any
+    stored: bytes  # the record as one compact JSON object
 
 
 def _utf8_error_at(raw: bytes) -> int | None:
@@ -121,14 +110,14 @@ def _hidden_denied(spec: TypeSpec, raw: bytes) -> bool:
     """A denied key or value in the bytes that the decoded record does not hold
     (JSON keeps a repeated key's last value only): refused, since the bytes are
     what a reader of the file would see."""
-    keys = b"|".join(re.escape(n) for n in spec.needles)
+    keys = b"|".join(re.escape(n.encode()) for n in sorted(spec.denied_fields))
     if keys and re.search(b'"(?:' + keys + rb')"\s*:', raw):
         return True
-    prefixes = b"|".join(re.escape(p) for p in spec.prefix_needles)
+    prefixes = b"|".join(re.escape(p.encode()) for p in spec.denied_prefixes)
     return bool(prefixes) and re.search(b'"(?:' + prefixes + b")", raw.lower()) is not None
 
 
-def _scan_meta(spec: TypeSpec, meta: Meta) -> None:
+def _scan_meta(spec: TypeSpec, meta: Record) -> None:
     """Metadata reaches the envelope too: the same denied names and prefixes apply."""
     texts: list[tuple[str, str]] = []
     if meta.action_id is not None:
@@ -142,11 +131,14 @@ def _scan_meta(spec: TypeSpec, meta: Meta) -> None:
             raise DeniedFieldError(spec.name, where, f"value starts with a denied prefix ({text[:11]!r}...)")
 
 
-def _needs_scan(spec: TypeSpec, raw: bytes, max_depth: int = 32) -> bool:
-    # Cheap byte test first: most records contain no denied name or prefix
-    # and are shallow, so the Python walk is skipped on the hot path.
-    if raw.count(b"{") + raw.count(b"[") > min(24, max_depth):
-        return True
+def _deep(raw: bytes, max_depth: int) -> bool:
+    # Cheap byte test first: most records are shallow, so the Python walk is
+    # skipped on the hot path.
+    return raw.count(b"{") + raw.count(b"[") > min(24, max_depth)
+
+
+def _mentions_denied(spec: TypeSpec, raw: bytes) -> bool:
+    """The bytes may spell a denied name or prefix (directly or through a \\u escape)."""
     if b"\\u00" in raw and _ASCII_ESCAPE.search(raw):
         return True
     if any(n in raw for n in spec.needles):
@@ -161,7 +153,7 @@ def _stored(raw: bytes, obj: dict[str, Any]) -> bytes:
     return raw.strip(b" \t")
 
 
-def _pick(spec: TypeSpec, obj: dict[str, Any], meta: Meta, name: str) -> Any:
+def _pick(spec: TypeSpec, obj: dict[str, Any], meta: Record, name: str) -> Any:
     inner, outer = obj.get(name), getattr(meta, name)
     if inner is not None and outer is not None and inner != outer:
         raise ValidationError(spec.name, name, f"record says {inner!r} but metadata says {outer!r}")
@@ -176,13 +168,16 @@ def _pydantic_error(spec: TypeSpec, e: pydantic.ValidationError) -> ValidationEr
     return ValidationError(spec.name, loc, f"{first['msg']}{more}")
 
 
-def validate(spec: TypeSpec, raw: bytes, meta: Meta, max_depth: int = 32) -> Accepted:
-    """Validate one record against its type and declared version.
+def validate(spec: TypeSpec, raw: bytes, meta: Record, max_depth: int = 32) -> Verdict:
+    """Validate one record against its type and declared version: the reference rules.
+
+    The compiled accept step (recorder.schema.accept) takes a faster path
+    where it can prove the same verdict, and this one everywhere else.
 
     Args:
         spec: the registered type.
         raw: the record as JSON bytes (an object).
-        meta: metadata passed beside it.
+        meta: the frame carrying it: metadata passed beside the record.
         max_depth: deepest nesting accepted.
 
     Raises:
@@ -191,10 +186,10 @@ def validate(spec: TypeSpec, raw: bytes, meta: Meta, max_depth: int = 32) -> Acc
     if len(raw) > spec.config.max_record_bytes:
         raise RecordTooLarge(spec.name, len(raw), spec.config.max_record_bytes)
     obj = _decode(spec, raw)
-    suspicious = _needs_scan(spec, raw, max_depth)
-    if suspicious:
+    mentions = _mentions_denied(spec, raw)
+    if mentions or _deep(raw, max_depth):
         _scan(spec, obj, "", 0, max_depth)
-        if _hidden_denied(spec, raw):
+        if mentions and _hidden_denied(spec, raw):
             raise DeniedFieldError(spec.name, "$", "a denied field or value hides behind a repeated key")
     _scan_meta(spec, meta)
     version = _pick(spec, obj, meta, "schema_version")
@@ -224,23 +219,12 @@ def validate(spec: TypeSpec, raw: bytes, meta: Meta, max_depth: int = 32) -> Acc
     check_identifier(spec.name, "user_id", user_id)
     if session_id is not None:
         check_identifier(spec.name, "session_id", session_id)
-    values = {"schema_type": spec.name, "user_id": user_id, "session_id": session_id or MISSING}
-    if "source" in spec.template.fields:
-        values["source"] = check_identifier(spec.name, "source", source) if source else MISSING
-    fields = {
-        "schema_type": spec.name,
-        "schema_version": version,
-        "record_id": record_id,
-        "timestamp": obj.get("timestamp"),
-        "user_id": user_id,
-        "session_id": session_id,
-        "source": source,
-        "action_id": meta.action_id,
-        "tags": meta.tags,
-    }
+    if "source" in spec.template.fields and source:
+        check_identifier(spec.name, "source", source)
     # Bytes that mention a denied name or prefix the decoded record does not hold
     # (a repeated key keeps only its last value) are stored as decoded, never as sent.
-    return Accepted(spec, fields, safe_json(obj) if suspicious else _stored(raw, obj), values)
+    stored = safe_json(obj) if mentions else _stored(raw, obj)
+    return Verdict(version, record_id, obj.get("timestamp"), user_id, session_id, source, stored)
 
 
 def quarantine_copy(denied: frozenset[str], prefixes: tuple[str, ...], raw: bytes,

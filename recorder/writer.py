@@ -9,7 +9,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -21,7 +21,8 @@ from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
 from .exceptions import DurabilityError, RecorderError, StorageFull
 from .journal import GENESIS, Journal, Recovery
 from .registry import TypeSpec
-from .validation import Accepted, safe_json
+from .schema.accept import Accepted
+from .validation import safe_json
 
 __all__ = ["Entry", "TypeWriter"]
 
@@ -39,11 +40,18 @@ class Entry:
     pseq: int
 
 
+_PRODUCERS: dict[str, bytes] = {}  # producer id -> its JSON string
+
+
 def body(e: Entry) -> bytes:
-    """The envelope of ``e`` as an open JSON object, ready for the journal to chain."""
-    head = {"seq": e.seq, "received": iso_ns(e.received_ns), **e.accepted.fields,
-            "producer": e.producer, "pseq": e.pseq}
-    return b"".join((safe_json(head)[:-1], b',"record":', e.accepted.record))
+    """The envelope of ``e`` as an open JSON object, ready for the journal to chain: one join."""
+    producer = _PRODUCERS.get(e.producer)
+    if producer is None:
+        if len(_PRODUCERS) > 65536:
+            _PRODUCERS.clear()
+        producer = _PRODUCERS[e.producer] = safe_json(e.producer)
+    return b"".join((b'{"seq":%d,"received":"' % e.seq, iso_ns(e.received_ns).encode(), b'",', e.accepted.envelope,
+                     b',"producer":', producer, b',"pseq":%d,"record":' % e.pseq, e.accepted.record))
 
 
 class _Marker:
@@ -58,6 +66,16 @@ _RECENT = 4  # sealed segments always kept for restart de-duplication ...
 _RECENT_S = 120.0  # ... and every one sealed within this many seconds (across all streams)
 _SEALED_TAIL = 4 << 20  # bytes of a sealed journal's end read for de-duplication
 _SEALED_ROWS = 8192  # rows of a Parquet segment's end read likewise
+
+
+@dataclass(slots=True)
+class _Group:
+    """The lines of one batch that go to one file."""
+
+    stream: str
+    values: dict[str, Any]
+    bodies: list[bytes] = field(default_factory=list)
+    last_seq: int = 0
 
 
 @dataclass
@@ -106,6 +124,7 @@ class TypeWriter:
         self._swept: set[str] = set()  # directories cleared of stale temp files since start
         cfg = spec.config
         self.rotating = "segment" in spec.template.fields
+        self._dated = bool(spec.template.fields & {"date", "year", "month", "day", "hour"})
         self.rotate_bytes, self.rotate_records = cfg.rotate_bytes, cfg.rotate_records
         self.rotate_age, self.idle = cfg.rotate_age_s, cfg.session_idle_s
         # Files that may hold a torn tail or unacknowledged lines after a
@@ -231,9 +250,10 @@ class TypeWriter:
 
     # -- where a record goes ---------------------------------------------------
     def _values(self, entry: Entry) -> dict[str, Any]:
+        if not self._dated:
+            return entry.accepted.path_values  # shared by a stream's records: never changed
         values: dict[str, Any] = dict(entry.accepted.path_values)
-        if self.spec.template.fields & {"date", "year", "month", "day", "hour"}:
-            values.update(date_fields(entry.received_ns))
+        values.update(date_fields(entry.received_ns))
         return values
 
     def route(self, entry: Entry) -> tuple[str, str, dict[str, Any]]:
@@ -304,39 +324,40 @@ class TypeWriter:
             StorageFull: the disk or a storage limit is full; nothing of the failed batch is kept.
             DurabilityError: a write or sync failed; that batch is cut back.
         """
-        self._drain_finished()
-        groups: dict[str, list[bytes]] = {}
-        where: dict[str, tuple[str, dict[str, Any]]] = {}
-        last: dict[str, int] = {}
+        if not self.finished.empty():
+            self._drain_finished()
+        groups: dict[str, _Group] = {}
         size = 0
         for e in entries:
             stream, rel, values = self.route(e)
             b = body(e)
-            size += len(b) + 140
-            groups.setdefault(rel, []).append(b)
-            where[rel] = (stream, values)
-            last[rel] = e.seq
+            size += len(b) + 140  # the chain's fields and the newline, roughly
+            g = groups.get(rel)
+            if g is None:
+                g = groups[rel] = _Group(stream, values)
+            g.bodies.append(b)
+            g.last_seq = e.seq
         if self.admit is not None:
             self.admit(self.spec.name, size)
         now = time.monotonic()
-        touched: list[tuple[str, Journal]] = []
-        sizes: dict[str, int] = {}
+        touched: list[tuple[str, Journal, int]] = []  # (path, journal, its size before)
         try:
-            for rel, bodies in groups.items():
-                stream, values = where[rel]
-                j = self.journal(rel, stream, self.current.get(stream, 0), values)
-                touched.append((rel, j))
-                sizes[rel] = j.size
-                j.write(bodies)
-            self._sync_all([j for _, j in touched])
+            for rel, g in groups.items():
+                j = self.journal(rel, g.stream, self.current.get(g.stream, 0), g.values)
+                touched.append((rel, j, j.size))
+                j.write(g.bodies)
+            if len(touched) == 1:
+                touched[0][1].sync()
+            else:
+                self._sync_all([j for _, j, _ in touched])
         except (StorageFull, DurabilityError):
             # All or nothing: a batch is acknowledged as a whole, so every file
             # it touched goes back to where it was before it.
-            for rel, j in touched:
-                self._cut_back(rel, j, sizes.get(rel, j.synced_size))
+            for rel, j, before in touched:
+                self._cut_back(rel, j, before)
             raise
-        for rel, j in touched:
-            j.last_seq = last[rel]
+        for rel, j, _ in touched:
+            j.last_seq = groups[rel].last_seq
             self._count(rel, j)
             info = self.info[rel]
             info.last_append = now

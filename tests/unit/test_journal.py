@@ -324,12 +324,12 @@ def test_store_cuts_a_torn_multi_line_batch(tmp_path: Path) -> None:
     path = journal_path(root)
     committed = path.read_bytes()
     with Store(None, data_root=root) as s:
-        from recorder.validation import Meta
+        from recorder.protocol import Record
         from recorder.writer import Entry
 
         entries = []
         for i in (1, 2, 3):
-            acc = s.check(json.dumps(sample_message(i=i)).encode(), Meta(schema_type="a3cp_message"))
+            acc = s.check(Record("inproc", 0, "a3cp_message", json.dumps(sample_message(i=i)).encode()))
             entries.append(Entry(acc, s.seq.take(), 1_700_000_000_000_000_000, "p", i))
         s.writers["a3cp_message"].write(entries)
         checkpoint_free = path.read_bytes()

@@ -16,7 +16,7 @@ from recorder.cli import main
 from recorder.journal import Journal
 from recorder.reader import journal_files, verify_file
 from recorder.testing import sample_audit, sample_message, sample_raw_action, timestamp
-from recorder.validation import Meta
+from recorder.protocol import Record
 from recorder.writer import Entry
 
 
@@ -126,7 +126,7 @@ def test_read_skips_an_unfinished_batch(tmp_path: Path) -> None:
         s.record(sample_message(i=0), schema_type="a3cp_message")
         entries = []
         for i in (1, 2, 3):
-            acc = s.check(json.dumps(sample_message(i=i)).encode(), Meta(schema_type="a3cp_message"))
+            acc = s.check(Record("inproc", 0, "a3cp_message", json.dumps(sample_message(i=i)).encode()))
             entries.append(Entry(acc, s.seq.take(), 1_700_000_000_000_000_000, "p", i))
         s.writers["a3cp_message"].write(entries)
     path = journal_path(root)
