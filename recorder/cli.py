@@ -75,12 +75,13 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     print(f"received {stats['received']}  duplicates {stats['duplicates']}  gaps {stats['gaps']}  "
           f"bad frames {stats['bad_frames']}")
     print(f"{'type':<16}{'records':>9}{'bytes':>12}{'rejects':>9}{'batches':>9}{'mean':>7}{'max':>6}"
-          f"{'queue':>7}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}")
+          f"{'queue':>7}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'fast':>9}{'ref':>8}{'disagree':>9}")
     for name, t in stats["types"].items():
-        lat = t["ack_latency_ms"]
+        lat, acc = t["ack_latency_ms"], t.get("accept", {})
         print(f"{name:<16}{t['records']:>9}{t['bytes']:>12}{t['rejects']:>9}{t['batches']:>9}"
               f"{t['batch_mean']:>7}{t['batch_max']:>6}{t['queue_depth']:>7}"
-              f"{lat.get('p50', 0):>8.2f}{lat.get('p99', 0):>8.2f}{lat.get('max', 0):>8.2f}")
+              f"{lat.get('p50', 0):>8.2f}{lat.get('p99', 0):>8.2f}{lat.get('max', 0):>8.2f}"
+              f"{acc.get('fast', 0):>9}{acc.get('reference', 0):>8}{acc.get('disagreements', 0):>9}")
     return 0
 
 

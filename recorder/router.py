@@ -387,6 +387,9 @@ class Router:
                 "queue_depth": a.inbox.qsize(),
                 "ack_latency_ms": _percentiles(list(a.latencies_ns)),
                 "storage_full": bool(a.full_since),
+                # records taken on the typed fast path, by the reference rules, and those the
+                # fast path refused where the reference (pydantic) accepted
+                "accept": dict(a.accept.counts),
             }
         disk = psutil.disk_usage(self.store.root)
         with self.proc.oneshot():

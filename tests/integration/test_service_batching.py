@@ -108,6 +108,8 @@ def test_stats_report_records_per_type_and_restarts(
         {"a3cp_message": 30, "raw_action": 3, "audit_event": 5}
     assert s["types"]["a3cp_message"]["bytes"] > 30 * 500
     assert s["types"]["a3cp_message"]["ack_latency_ms"]["p50"] > 0
+    # every record passed the one accept step, the sample messages on its fast path
+    assert s["types"]["a3cp_message"]["accept"] == {"fast": 30, "reference": 0, "disagreements": 0}
     # Under load a client resends what stays unacknowledged for 2 s; the copies are received, counted
     # as duplicates (or gaps while a resend overtakes) and dropped: what counts is what was taken.
     taken = s["received"] - s["duplicates"] - s["gaps"] - s["unknown_producer"] - s["bad_frames"]

@@ -23,7 +23,7 @@ from recorder import (
     verify,
 )
 from recorder.config import default_config_text, parse_config
-from recorder.testing import invalid_samples, sample_message
+from recorder.testing import invalid_samples, sample_message, sample_raw_action
 
 SECRET = "U0VDUkVUUEFZTE9BRA"  # stands for the base64 payload of a frame; must never reach disk
 
@@ -500,3 +500,15 @@ def test_an_empty_identifier_as_metadata_is_refused_as_empty(store: Store, field
     (entry,) = quarantine(Path(store.root))
     assert entry["field"] == field
     assert not list(Path(store.root).rglob("none"))
+
+
+def test_a_deeply_nested_record_is_stored_as_sent(store: Store) -> None:
+    """A landmark sequence (more than 24 brackets, well within max_depth) is stored byte for byte as
+    sent, blanks and key order included, like any other record: nesting alone is no reason to
+    re-encode it (0.1.1 re-encoded it)."""
+    raw = json.dumps(sample_raw_action(i=3)).encode()  # ", " and ": " separators
+    assert raw.count(b"{") + raw.count(b"[") > 24
+    store.record(raw, schema_type="raw_action")
+    (journal,) = Path(store.root).rglob("raw_action_*.jsonl")
+    line = journal.read_bytes().splitlines()[1]
+    assert line.split(b',"record":', 1)[1].startswith(raw + b',"commit":true')
