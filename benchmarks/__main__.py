@@ -15,6 +15,7 @@ CASES: list[str] = [
     "latency",
     "seal",
     "soak",
+    "stages",
     "syscalls",
 ]
 

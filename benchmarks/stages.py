@@ -1,0 +1,235 @@
+"""CPU per record of in-process ``Store.record``, by stage: the reference path beside the fast path.
+
+Both paths run in one fresh subprocess over the same records (``recorder.testing.sample_message``,
+~0.95 KB of JSON, or ``--type raw_action``), so their ratio holds on a noisy machine. Each stage is
+timed alone in a loop over the records (CPU time, best of ``--repeat``):
+
+- ``bytes``: the byte checks (reference: denied names, escapes, nesting and line-break scans;
+  fast: ASCII, one regex, one prefix scan, bracket count);
+- ``decode``: msgspec to a dict (reference) or straight to the derived Struct (fast);
+- ``validation``: the rest of the accept step: pydantic, ids, metadata, identifiers (reference),
+  or the post-decode checks and ids (fast): the accept step's total less the stages above;
+- ``envelope``: the envelope (0.1.1: a dict through ``safe_json``; now: cached parts, one join);
+- ``chain``: hash and line (0.1.1: ``seal_line``; now: ``Journal.write``'s loop, less its write);
+- ``write``: one ``write`` of the line to a file (page cache: ``durability = "os"``).
+
+The totals are measured directly: ``Store.record`` with ``durability = "os"`` and the accept step
+on its reference path only (``reference``) or with its fast path (``fast``).
+
+    python -m benchmarks stages                  # ~20 s
+    python -m benchmarks stages --type raw_action --records 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._common import default_data_parent, machine_info, markdown_table, progress, run_case, write_results
+
+CASE = "stages"
+STAGES = ("bytes", "decode", "validation", "envelope", "chain", "write")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``stages`` subcommand."""
+    p = subparsers.add_parser(CASE, help="Store.record CPU per record by stage, reference path beside fast path",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--type", default="a3cp_message", choices=["a3cp_message", "raw_action", "audit_event"])
+    p.add_argument("--records", type=int, default=20000, help="records per timed loop (default 20000)")
+    p.add_argument("--repeat", type=int, default=5, help="timed loops per stage; the best counts (default 5)")
+    p.add_argument("--dir", help="parent of the temporary data roots (default: benchmarks/results/tmp)")
+    p.add_argument("--out", help="results JSON path (default: benchmarks/results/stages-<time>.json)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG bar chart")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child mode
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point: measure in a fresh subprocess, then print the table (and draw the plot)."""
+    if args.one:
+        return _one(args)
+    parent = Path(args.dir) if args.dir else default_data_parent()
+    progress(f"stages: {args.type}, {args.records:,} records per loop, best of {args.repeat}, in a subprocess")
+    r = run_case(CASE, ["--type", args.type, "--records", str(args.records), "--repeat", str(args.repeat),
+                        "--dir", str(parent)], timeout=600.0)
+    rows = [{"stage": s, "reference_us": r["reference"][s], "fast_us": r["fast"][s],
+             "ratio": _ratio(r["reference"][s], r["fast"][s])} for s in (*STAGES, "accept step", "Store.record")]
+    payload = {"benchmark": CASE, "command": " ".join(["python", "-m", "benchmarks", *sys.argv[1:]]),
+               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(parent),
+               "summary": rows, "result": r}
+    path = write_results(CASE, payload, args.out)
+    m = payload["machine"]
+    print(f"Store.record CPU per record by stage, {args.type} ({r['record_bytes']:.0f} B), durability os: "
+          f"{m['cpu_count']} CPU, Python {m['python']}, load average {r['loadavg'][0]:.2f} at start, "
+          f"{r['loadavg_end'][0]:.2f} at end; recorder {m['libraries']['recorder']} ({m['git']})")
+    print()
+    print(markdown_table(rows, [("stage", "stage"), ("reference_us", "reference µs"), ("fast_us", "fast µs"),
+                                ("ratio", "reference / fast")]))
+    if not args.no_plot:
+        _plot(rows, path.with_suffix(".png"), args.type, r["loadavg"][0])
+    progress(f"results written to {path}")
+    return 0
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b > 0 else float("inf")
+
+
+def _plot(rows: list[dict[str, Any]], out: Path, stype: str, load: float) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        progress("matplotlib is not installed: no plot drawn (pip install matplotlib, or the 'bench' extra)")
+        return
+    stages = [r for r in rows if r["stage"] in STAGES]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    left = {"reference": 0.0, "fast": 0.0}
+    for r in stages:
+        for y, key in ((1, "reference"), (0, "fast")):
+            v = r[f"{key}_us"]
+            ax.barh(y, v, left=left[key], label=r["stage"] if key == "reference" else None,
+                    color=f"C{STAGES.index(r['stage'])}")
+            left[key] += v
+    totals = {r["stage"]: r for r in rows}["Store.record"]
+    ax.set_yticks([0, 1], [f"fast\n{totals['fast_us']:.1f} µs", f"reference\n{totals['reference_us']:.1f} µs"])
+    ax.set_xlabel("CPU µs per record (stages timed alone; label: Store.record measured whole)")
+    ax.set_title(f"Store.record by stage, {stype}, load {load:.1f}")
+    ax.legend(ncol=3, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    progress(f"plot written to {out}")
+
+
+# -- child: the measurements -----------------------------------------------------
+def _cpu_per(n: int, repeat: int, loop: Callable[[], object]) -> float:
+    """Best CPU µs per record of ``loop`` (which handles ``n`` records)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        loop()
+        best = min(best, time.process_time() - t0)
+    return round(best / n * 1e6, 3)
+
+
+def _one(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from recorder._env import iso_ns
+    from recorder.config import load_config
+    from recorder.journal import Journal, seal_line
+    from recorder.protocol import Record
+    from recorder.schema.accept import Acceptor
+    from recorder.store import Store
+    from recorder.testing import sample_audit, sample_message, sample_raw_action
+    from recorder.validation import _deep, _mentions_denied, _stored, safe_json
+    from recorder.writer import Entry, body
+
+    make = {"a3cp_message": sample_message, "raw_action": sample_raw_action, "audit_event": sample_audit}[args.type]
+    raws = [msgspec.json.encode(make(i=i)) for i in range(args.records)]
+    frames = [Record("bench", i + 1, args.type, raw) for i, raw in enumerate(raws)]
+    n, rep = len(raws), args.repeat
+    loadavg = os.getloadavg()
+    config = load_config()
+    for name, tc in config.types.items():
+        config.types[name] = msgspec.structs.replace(tc, durability="os")
+    parent = Path(args.dir) if args.dir else default_data_parent()
+    out: dict[str, dict[str, float]] = {"reference": {}, "fast": {}}
+    with tempfile.TemporaryDirectory(dir=parent) as tmp:
+        store = Store(config, data_root=Path(tmp) / "data")
+        spec = store.registry.get(args.type)
+        fast = store.acceptors[args.type]
+        ref = Acceptor(spec, config.recorder.max_depth, config.recorder.session_end_event, fast=False)
+        derived = fast._last
+        assert derived is not None, f"{args.type} has no fast path"
+        objs = [msgspec.json.decode(r) for r in raws]
+        accepted = [fast(f) for f in frames]
+        verdicts = [fast._fast_verdict(f.record, f) for f in frames]
+        assert fast.counts["disagreements"] == 0 and all(v is not None for v in verdicts)
+
+        # reference: 0.1.1's byte checks, a dict decode, pydantic and the rest; its envelope and chain
+        def ref_bytes() -> None:
+            for raw, obj in zip(raws, objs):
+                if _mentions_denied(spec, raw) or _deep(raw, 32):
+                    pass
+                _stored(raw, obj)
+
+        out["reference"]["bytes"] = _cpu_per(n, rep, ref_bytes)
+        out["reference"]["decode"] = _cpu_per(n, rep, lambda: [msgspec.json.decode(r) for r in raws])
+        out["reference"]["accept step"] = _cpu_per(n, rep, lambda: [ref(f) for f in frames])
+        fields = [{"schema_type": args.type, "schema_version": v.version, "record_id": v.record_id,
+                   "timestamp": v.timestamp, "user_id": v.user_id, "session_id": v.session_id,
+                   "source": v.source, "action_id": None, "tags": None} for v in verdicts if v is not None]
+
+        def old_envelope() -> None:
+            for i, (f, a) in enumerate(zip(fields, accepted)):
+                head = {"seq": i, "received": iso_ns(time.time_ns()), **f, "producer": "bench", "pseq": i}
+                b"".join((safe_json(head)[:-1], b',"record":', a.record))
+
+        out["reference"]["envelope"] = _cpu_per(n, rep, old_envelope)
+        entries = [Entry(a, i, time.time_ns(), "bench", i) for i, a in enumerate(accepted)]
+        bodies = [body(e) for e in entries]
+
+        def old_chain() -> None:
+            prev = "0" * 64
+            for b in bodies:
+                _, prev = seal_line(b, prev, True, True)
+
+        out["reference"]["chain"] = _cpu_per(n, rep, old_chain)
+
+        # fast: the accept step's byte checks and Struct decode, the cached envelope, Journal.write
+        out["fast"]["bytes"] = _cpu_per(n, rep, lambda: [fast._clean(r) for r in raws])
+        out["fast"]["decode"] = _cpu_per(n, rep, lambda: [derived.decoder.decode(r) for r in raws])
+        out["fast"]["accept step"] = _cpu_per(n, rep, lambda: [fast(f) for f in frames])
+        acc_only = _cpu_per(n, rep, lambda: [fast._accepted(v, f) for v, f in zip(verdicts, frames) if v])
+        out["fast"]["envelope"] = round(acc_only + _cpu_per(n, rep, lambda: [body(e) for e in entries]), 3)
+
+        dfd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            j = Journal(dfd, "chain.jsonl", "chain.jsonl", hashing=True, fsync=False)
+            j.open({"schema_type": "bench", "hash": "sha256"})
+            line = bodies[0] + b"x" * 110
+            fd = os.open(os.path.join(tmp, "write.bin"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            write_us = _cpu_per(n, rep, lambda: [os.write(fd, line) for _ in bodies])
+            os.close(fd)
+
+            def new_chain() -> None:
+                for b in bodies:
+                    j.write([b])
+                    j.sync()
+
+            out["fast"]["chain"] = round(max(0.0, _cpu_per(n, rep, new_chain) - write_us), 3)
+            j.close()
+        finally:
+            os.close(dfd)
+        for path in ("reference", "fast"):
+            out[path]["write"] = write_us
+        out["reference"]["validation"] = round(out["reference"]["accept step"] - out["reference"]["bytes"]
+                                               - out["reference"]["decode"], 3)
+        out["fast"]["validation"] = round(out["fast"]["accept step"] - out["fast"]["bytes"] - out["fast"]["decode"]
+                                          - acc_only, 3)
+
+        # the totals: Store.record whole, batch 1, reference-only acceptors vs fast ones
+        fast_acceptors = dict(store.acceptors)
+        for name, a in fast_acceptors.items():
+            store.acceptors[name] = Acceptor(a.spec, config.recorder.max_depth, config.recorder.session_end_event,
+                                             fast=False)
+        rec = store.record
+        out["reference"]["Store.record"] = _cpu_per(n, rep, lambda: [rec(r, schema_type=args.type) for r in raws])
+        store.acceptors.update(fast_acceptors)
+        out["fast"]["Store.record"] = _cpu_per(n, rep, lambda: [rec(r, schema_type=args.type) for r in raws])
+        store.close()
+    result = {"benchmark": CASE, "type": args.type, "records": n, "repeat": rep,
+              "record_bytes": sum(map(len, raws)) / n, "loadavg": loadavg, "loadavg_end": os.getloadavg(),
+              **out}
+    print(msgspec.json.encode(result).decode())
+    return 0
