@@ -111,19 +111,25 @@ def _plot(rows: list[dict[str, Any]], out: Path, stype: str, load: float) -> Non
 
 
 # -- child: the measurements -----------------------------------------------------
-def _cpu_per(n: int, repeat: int, loop: Callable[[], object]) -> float:
-    """Best CPU µs per record of ``loop`` (which handles ``n`` records)."""
-    best = float("inf")
+def _measure(n: int, repeat: int, loops: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Best CPU µs per record of each loop (each handles ``n`` records), the loops interleaved
+    round by round so that every one sees the same machine."""
+    best = {k: float("inf") for k in loops}
     for _ in range(repeat):
-        t0 = time.process_time()
-        loop()
-        best = min(best, time.process_time() - t0)
-    return round(best / n * 1e6, 3)
+        for k, loop in loops.items():
+            t0 = time.process_time()
+            loop()
+            best[k] = min(best[k], time.process_time() - t0)
+    return {k: round(v / n * 1e6, 3) for k, v in best.items()}
 
 
 def _one(args: argparse.Namespace) -> int:
+    import hashlib
+    from dataclasses import dataclass
+
     import msgspec
 
+    from recorder import journal as journal_module
     from recorder._env import iso_ns
     from recorder.config import load_config
     from recorder.journal import Journal, seal_line
@@ -140,10 +146,10 @@ def _one(args: argparse.Namespace) -> int:
     n, rep = len(raws), args.repeat
     loadavg = os.getloadavg()
     config = load_config()
-    for name, tc in config.types.items():
-        config.types[name] = msgspec.structs.replace(tc, durability="os")
+    for name, tc in config.types.items():  # page cache only, and no sealing inside the timed loops
+        config.types[name] = msgspec.structs.replace(tc, durability="os", rotate_records=0, rotate_bytes=0,
+                                                     rotate_age_s=0, session_idle_s=0)
     parent = Path(args.dir) if args.dir else default_data_parent()
-    out: dict[str, dict[str, float]] = {"reference": {}, "fast": {}}
     with tempfile.TemporaryDirectory(dir=parent) as tmp:
         store = Store(config, data_root=Path(tmp) / "data")
         spec = store.registry.get(args.type)
@@ -155,81 +161,103 @@ def _one(args: argparse.Namespace) -> int:
         accepted = [fast(f) for f in frames]
         verdicts = [fast._fast_verdict(f.record, f) for f in frames]
         assert fast.counts["disagreements"] == 0 and all(v is not None for v in verdicts)
-
-        # reference: 0.1.1's byte checks, a dict decode, pydantic and the rest; its envelope and chain
-        def ref_bytes() -> None:
-            for raw, obj in zip(raws, objs):
-                if _mentions_denied(spec, raw) or _deep(raw, 32):
-                    pass
-                _stored(raw, obj)
-
-        out["reference"]["bytes"] = _cpu_per(n, rep, ref_bytes)
-        out["reference"]["decode"] = _cpu_per(n, rep, lambda: [msgspec.json.decode(r) for r in raws])
-        out["reference"]["accept step"] = _cpu_per(n, rep, lambda: [ref(f) for f in frames])
-        fields = [{"schema_type": args.type, "schema_version": v.version, "record_id": v.record_id,
-                   "timestamp": v.timestamp, "user_id": v.user_id, "session_id": v.session_id,
-                   "source": v.source, "action_id": None, "tags": None} for v in verdicts if v is not None]
-
-        def old_envelope() -> None:
-            for i, (f, a) in enumerate(zip(fields, accepted)):
-                head = {"seq": i, "received": iso_ns(time.time_ns()), **f, "producer": "bench", "pseq": i}
-                b"".join((safe_json(head)[:-1], b',"record":', a.record))
-
-        out["reference"]["envelope"] = _cpu_per(n, rep, old_envelope)
         entries = [Entry(a, i, time.time_ns(), "bench", i) for i, a in enumerate(accepted)]
         bodies = [body(e) for e in entries]
 
-        def old_chain() -> None:
-            prev = "0" * 64
+        @dataclass(slots=True)
+        class Old:  # 0.1.1's Accepted
+            spec: Any
+            fields: dict[str, Any]
+            record: bytes
+            path_values: dict[str, str]
+
+        def ref_bytes() -> None:  # 0.1.1's passes: denied names and prefixes, escapes, depth, line breaks
+            for raw, obj in zip(raws, objs):
+                _mentions_denied(spec, raw)
+                _deep(raw, 32)
+                _stored(raw, obj)
+
+        def ref_envelope() -> None:  # 0.1.1: a fields dict per record, then the envelope through safe_json
+            for i, v in enumerate(verdicts):
+                assert v is not None
+                fields = {"schema_type": args.type, "schema_version": v.version, "record_id": v.record_id,
+                          "timestamp": v.timestamp, "user_id": v.user_id, "session_id": v.session_id,
+                          "source": v.source, "action_id": None, "tags": None}
+                a = Old(spec, fields, v.stored, {"schema_type": args.type, "user_id": v.user_id,
+                                                  "session_id": v.session_id or "none"})
+                head = {"seq": i, "received": iso_ns(time.time_ns()), **a.fields, "producer": "bench", "pseq": i}
+                b"".join((safe_json(head)[:-1], b',"record":', a.record))
+
+        def ref_chain() -> None:  # 0.1.1's Journal.write loop, batch 1, without the write
+            head = "0" * 64
             for b in bodies:
-                _, prev = seal_line(b, prev, True, True)
+                parts = []
+                line, head = seal_line(b, head, True, commit=True)
+                parts.append(line)
+                b"".join(parts)
 
-        out["reference"]["chain"] = _cpu_per(n, rep, old_chain)
-
-        # fast: the accept step's byte checks and Struct decode, the cached envelope, Journal.write
-        out["fast"]["bytes"] = _cpu_per(n, rep, lambda: [fast._clean(r) for r in raws])
-        out["fast"]["decode"] = _cpu_per(n, rep, lambda: [derived.decoder.decode(r) for r in raws])
-        out["fast"]["accept step"] = _cpu_per(n, rep, lambda: [fast(f) for f in frames])
-        acc_only = _cpu_per(n, rep, lambda: [fast._accepted(v, f) for v, f in zip(verdicts, frames) if v])
-        out["fast"]["envelope"] = round(acc_only + _cpu_per(n, rep, lambda: [body(e) for e in entries]), 3)
-
+        line = bodies[0] + b"x" * 110
+        fd = os.open(os.path.join(tmp, "write.bin"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         dfd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            j = Journal(dfd, "chain.jsonl", "chain.jsonl", hashing=True, fsync=False)
-            j.open({"schema_type": "bench", "hash": "sha256"})
-            line = bodies[0] + b"x" * 110
-            fd = os.open(os.path.join(tmp, "write.bin"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            write_us = _cpu_per(n, rep, lambda: [os.write(fd, line) for _ in bodies])
-            os.close(fd)
+        j = Journal(dfd, "chain.jsonl", "chain.jsonl", hashing=True, fsync=False)
+        j.open({"schema_type": "bench", "hash": "sha256"})
+        real_append = journal_module._durable.append
 
-            def new_chain() -> None:
+        def new_chain() -> None:  # today's Journal.write and sync, batch 1, without the write
+            journal_module._durable.append = lambda fd, data, label: None  # type: ignore[assignment]
+            try:
                 for b in bodies:
                     j.write([b])
                     j.sync()
+            finally:
+                journal_module._durable.append = real_append
 
-            out["fast"]["chain"] = round(max(0.0, _cpu_per(n, rep, new_chain) - write_us), 3)
-            j.close()
-        finally:
-            os.close(dfd)
-        for path in ("reference", "fast"):
-            out[path]["write"] = write_us
-        out["reference"]["validation"] = round(out["reference"]["accept step"] - out["reference"]["bytes"]
-                                               - out["reference"]["decode"], 3)
-        out["fast"]["validation"] = round(out["fast"]["accept step"] - out["fast"]["bytes"] - out["fast"]["decode"]
-                                          - acc_only, 3)
+        loops: dict[str, Callable[[], object]] = {
+            "reference bytes": ref_bytes,
+            "reference decode": lambda: [msgspec.json.decode(r) for r in raws],
+            "reference accept step": lambda: [ref(f) for f in frames],
+            "reference envelope": ref_envelope,
+            "reference chain": ref_chain,
+            "fast bytes": lambda: [fast._clean(r) for r in raws],
+            "fast decode": lambda: [derived.decoder.decode(r) for r in raws],
+            "fast verdict": lambda: [fast._fast_verdict(f.record, f) for f in frames],
+            "fast accept step": lambda: [fast(f) for f in frames],
+            "fast envelope": lambda: ([fast._accepted(v, f) for v, f in zip(verdicts, frames) if v],
+                                      [body(e) for e in entries]),
+            "fast chain": new_chain,
+            "write": lambda: [os.write(fd, line) for _ in bodies],
+            "sha256": lambda: [hashlib.sha256(b).hexdigest() for b in bodies],
+        }
+        t = _measure(n, rep, loops)
+        os.close(fd)
+        j.close()
+        os.close(dfd)
 
-        # the totals: Store.record whole, batch 1, reference-only acceptors vs fast ones
+        # the totals: Store.record whole, batch 1, reference-only acceptors vs fast ones, interleaved
         fast_acceptors = dict(store.acceptors)
-        for name, a in fast_acceptors.items():
-            store.acceptors[name] = Acceptor(a.spec, config.recorder.max_depth, config.recorder.session_end_event,
-                                             fast=False)
-        rec = store.record
-        out["reference"]["Store.record"] = _cpu_per(n, rep, lambda: [rec(r, schema_type=args.type) for r in raws])
-        store.acceptors.update(fast_acceptors)
-        out["fast"]["Store.record"] = _cpu_per(n, rep, lambda: [rec(r, schema_type=args.type) for r in raws])
+        slow_acceptors = {name: Acceptor(a.spec, config.recorder.max_depth, config.recorder.session_end_event,
+                                         fast=False) for name, a in fast_acceptors.items()}
+
+        def record_with(acceptors: dict[str, Acceptor]) -> Callable[[], object]:
+            def loop() -> None:
+                store.acceptors.update(acceptors)
+                for r in raws:
+                    store.record(r, schema_type=args.type)
+            return loop
+
+        t.update(_measure(n, rep, {"reference Store.record": record_with(slow_acceptors),
+                                   "fast Store.record": record_with(fast_acceptors)}))
         store.close()
+    out: dict[str, dict[str, float]] = {"reference": {}, "fast": {}}
+    for path in ("reference", "fast"):
+        for stage in ("bytes", "decode", "accept step", "envelope", "chain", "Store.record"):
+            out[path][stage] = t[f"{path} {stage}"]
+        out[path]["write"] = t["write"]
+    out["reference"]["validation"] = round(max(0.0, t["reference accept step"] - t["reference bytes"]
+                                               - t["reference decode"]), 3)
+    out["fast"]["validation"] = round(max(0.0, t["fast verdict"] - t["fast decode"]), 3)
     result = {"benchmark": CASE, "type": args.type, "records": n, "repeat": rep,
               "record_bytes": sum(map(len, raws)) / n, "loadavg": loadavg, "loadavg_end": os.getloadavg(),
-              **out}
+              "sha256_us": t["sha256"], **out}
     print(msgspec.json.encode(result).decode())
     return 0

@@ -158,12 +158,6 @@ class Acceptor:
                 return None
             if record_id is None or user_id is None:
                 return None
-            # path parts: the reference rules name the field and the reason
-            check_identifier(self.spec.name, "user_id", user_id)
-            if session_id is not None:
-                check_identifier(self.spec.name, "session_id", session_id)
-            if self.with_source and source:
-                check_identifier(self.spec.name, "source", source)
             if rec.action_id is not None or rec.tags is not None:
                 _scan_meta(self.spec, rec)
         except (msgspec.DecodeError, msgspec.ValidationError, RecorderError, ValueError, TypeError,
@@ -189,6 +183,11 @@ class Acceptor:
         except TypeError:  # an unhashable source
             key, cached = None, None
         if cached is None:
+            # Path parts, checked once per stream, in the reference's order (the reference path
+            # has checked them already; the fast path has not, and raises the same error here).
+            check_identifier(self.spec.name, "user_id", user_id)
+            if session_id is not None:
+                check_identifier(self.spec.name, "session_id", session_id)
             values = {"schema_type": self.spec.name, "user_id": user_id, "session_id": session_id or MISSING}
             if self.with_source:
                 values["source"] = check_identifier(self.spec.name, "source", source) if source else MISSING
@@ -199,10 +198,17 @@ class Acceptor:
                 if len(self._tails) > _CACHE_MAX:
                     self._tails.clear()
                 self._tails[key] = cached
-        envelope = b"".join((head, b',"record_id":', safe_json(v.record_id), b',"timestamp":',
-                             safe_json(v.timestamp), cached[0]))
+        envelope = b"".join((head, b',"record_id":', _json(v.record_id), b',"timestamp":', _json(v.timestamp),
+                             cached[0]))
         ends = self._end is not None and session_id is not None and self._end.search(v.stored) is not None
         return Accepted(self.spec, envelope, v.stored, cached[1], user_id, session_id, ends)
+
+
+def _json(value: Any) -> bytes:
+    """``safe_json(value)``, without the encoder for the common case: a plain ASCII string."""
+    if type(value) is str and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return b'"' + value.encode() + b'"'
+    return safe_json(value)
 
 
 class _Declined(Exception):

@@ -80,10 +80,16 @@ SAMPLES = {
     "feedback_log": lambda i: dict(_base(i), entry_id=_base(i)["record_id"], label_status="confirmed"),
     "base": lambda i: _base(i),
 }
+def _fixed() -> dict[str, list[dict[str, Any]]]:
+    """The samples, made once: their ids are random, and Hypothesis replays draws over them."""
+    return {stype: [make(i) for i in range(20)] for stype, make in SAMPLES.items()}
+
+
 def _base(i: int) -> dict[str, Any]:
     return {k: v for k, v in sample_audit(i=i).items() if k != "event_type"}
 
 
+FIXED = _fixed()
 IDS = ["record_id", "schema_version", "user_id", "session_id", "source"]
 
 
@@ -102,7 +108,7 @@ def drop_path(obj: Any, path: tuple[Any, ...]) -> None:
 @st.composite
 def mutated(draw: st.DrawFn, stype: str) -> tuple[bytes, dict[str, Any]]:
     """A sample record of ``stype`` with a few random edits, ids maybe moved to metadata, as ASCII JSON."""
-    rec = json.loads(json.dumps(SAMPLES[stype](draw(st.integers(0, 50)))))
+    rec = json.loads(json.dumps(FIXED[stype][draw(st.integers(0, len(FIXED[stype]) - 1))]))
     for _ in range(draw(st.integers(0, 3))):
         paths = list(value_paths(rec))
         op = draw(st.sampled_from(["field", "field", "set", "drop", "add", "version"]))
@@ -249,4 +255,5 @@ def test_the_module_exercised_both_paths() -> None:
     """Over this module's cases the fast path both decided records and left some to the reference."""
     if not PATHS:
         pytest.skip("run with the other tests of this module")
+    print(f"\naccept paths over this module: {dict(PATHS)}")  # shown with pytest -s
     assert PATHS["fast"] > 0 and PATHS["reference"] > 0, PATHS
