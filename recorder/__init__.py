@@ -20,6 +20,8 @@ from .exceptions import (
 )
 from .reader import Problem, read, read_table, verify
 from .registry import Registry
+from .schema.fast import check as fast_check
+from .schema.fast import implied as fast_implied
 from .store import Store
 
 __all__ = [
@@ -40,6 +42,8 @@ __all__ = [
     "UnknownSchemaError",
     "UnsafeIdentifier",
     "ValidationError",
+    "fast_check",
+    "fast_implied",
     "load_config",
     "read",
     "read_table",
