@@ -6,6 +6,7 @@ line parts for generated, mutated and upstream records, whichever path a record 
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
 from pathlib import Path
@@ -114,14 +115,14 @@ def mutated(draw: st.DrawFn, stype: str) -> tuple[bytes, dict[str, Any]]:
         op = draw(st.sampled_from(["field", "field", "set", "drop", "add", "version"]))
         if op == "field" and rec:  # a field the model names, set to a value near its rules
             nested = [p for p in paths if isinstance(p[-1], str)]
-            put_path(rec, draw(st.sampled_from(nested)), draw(TRICKY | AJSON))
+            put_path(rec, draw(st.sampled_from(nested)), copy.deepcopy(draw(TRICKY | AJSON)))
         elif op == "set" and paths:
-            put_path(rec, draw(st.sampled_from(paths)), draw(AJSON))
+            put_path(rec, draw(st.sampled_from(paths)), copy.deepcopy(draw(AJSON)))
         elif op == "drop" and paths:
             drop_path(rec, draw(st.sampled_from(paths)))
         elif op == "add":
             dicts = [()] + [p for p in paths if isinstance(_at(rec, p), dict)]
-            put_path(rec, (*draw(st.sampled_from(dicts)), draw(ATEXT)), draw(AJSON)) if dicts else None
+            put_path(rec, (*draw(st.sampled_from(dicts)), draw(ATEXT)), copy.deepcopy(draw(AJSON)))
         else:
             rec["schema_version"] = draw(st.sampled_from(["1.0.0", "1.1.0", "1.1.7", "1.2.0", "2.0.0", "1.0"]))
     meta: dict[str, Any] = {}
