@@ -5,6 +5,7 @@ from __future__ import annotations
 from .client import Client
 from .config import Config, load_config
 from .exceptions import (
+    ClientClosed,
     ConfigError,
     CorruptionError,
     DeniedFieldError,
@@ -26,6 +27,7 @@ from .store import Store
 
 __all__ = [
     "Client",
+    "ClientClosed",
     "Config",
     "ConfigError",
     "CorruptionError",

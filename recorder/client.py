@@ -9,6 +9,8 @@ resends what is unacknowledged when the recorder restarts or reports a gap.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import socket
 import threading
@@ -25,12 +27,20 @@ from pydantic import BaseModel
 from . import protocol as P
 from ._run import endpoints
 from .config import load_config
-from .exceptions import RecorderError, RecorderUnavailable, RecordTooLarge, RejectedError, ValidationError
+from .exceptions import (
+    ClientClosed,
+    RecorderError,
+    RecorderUnavailable,
+    RecordTooLarge,
+    RejectedError,
+    ValidationError,
+)
 from .validation import encode_record
 
 __all__ = ["Client"]
 
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
+_log = logging.getLogger("recorder.client")
 STALL_S = 2.0  # unacknowledged this long while the recorder answers pings: send again
 _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
@@ -60,6 +70,16 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+@atexit.register
+def _report_unacknowledged() -> None:
+    """At interpreter exit, say how many records no recorder acknowledged: never lose them silently."""
+    for c in list(_clients):
+        if c.pending:
+            _log.warning("%d record(s) not acknowledged by the recorder at %s%s at exit: they may be lost "
+                         "(call flush() or close() before exiting)", c.pending, c.endpoint,
+                         f" (data root {c.data_root})" if c.data_root else "")
+
+
 class Client:
     """Hands records to a recorder; one per producer process, safe across threads.
 
@@ -80,6 +100,8 @@ class Client:
         curve_client_secret: this producer's secret certificate
             (``NAME.key_secret``, made by ``recorder keygen``), whose public
             half the recorder lists in its ``curve_clients_dir``.
+        connect_timeout: seconds a waiting call (``flush``, ``wait=True``)
+            gives a recorder that has never answered before it says so.
 
     Raises:
         RecorderError: a CURVE certificate cannot be loaded.
@@ -90,9 +112,13 @@ class Client:
                  user_id: str | None = None, session_id: str | None = None, source: str | None = None,
                  max_pending: int = 100_000, block: bool = True, timeout: float = 10.0,
                  max_record_bytes: int | None = None,
-                 curve_server_public: str | None = None, curve_client_secret: str | None = None) -> None:
+                 curve_server_public: str | None = None, curve_client_secret: str | None = None,
+                 connect_timeout: float = 5.0) -> None:
         cfg = load_config(config)
+        #: the data root the endpoints were derived from (None when both were given)
+        self.data_root: str | None = None
         if endpoint is None or control is None:
+            self.data_root = os.path.realpath(str(data_root or cfg.recorder.data_root))
             ep = endpoints(cfg, data_root or cfg.recorder.data_root)
             endpoint, control = endpoint or ep.ingress, control or ep.control
         self.endpoint = endpoint
@@ -101,6 +127,7 @@ class Client:
         self.max_pending = max_pending
         self.block = block
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.max_record_bytes = max_record_bytes or cfg.recorder.max_message_bytes
         self._config = config
         self._types: dict[type, str] | None = None
@@ -127,6 +154,8 @@ class Client:
         self._push: zmq.Socket[Any] | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._closed = False
+        self._answered = False  # a recorder has answered this client at least once
         self._last_hello = 0.0
         self._auth_error = ""  # set when a CURVE handshake is refused
         self._last_stall_resend = 0.0
@@ -149,7 +178,10 @@ class Client:
             RecordTooLarge: larger than ``max_record_bytes``.
             RecorderUnavailable: the buffer is full and stayed full (or block=False).
             RejectedError: with ``wait=True``, the recorder refused the record.
+            ClientClosed: the client was closed.
         """
+        if self._closed:
+            raise ClientClosed(f"record() on a closed Client (recorder at {self.endpoint}): nothing would deliver it")
         t0 = time.time_ns()
         stype = schema_type or self._type_of(obj)
         raw = encode_record(obj, stype)
@@ -202,7 +234,7 @@ class Client:
             if self._thread is not None:
                 self._wait_acked(self._next - 1, timeout)
         finally:
-            self._closing = True
+            self._closing = self._closed = True
             if self._thread is not None:
                 self._thread.join(timeout=2)
             with self._lock:
@@ -216,8 +248,19 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        """Flush and close on a clean exit; with an exception propagating, log what is unacknowledged
+        and close without waiting, never masking the original."""
+        if exc_type is None:
+            self.close()
+            return
+        if self.pending:
+            _log.warning("%d record(s) not acknowledged by the recorder at %s while leaving the Client "
+                         "on %s: they may be lost", self.pending, self.endpoint, exc_type.__name__)
+        try:
+            self.close(timeout=0)
+        except RecorderError:
+            pass  # already said; the original exception goes on
 
     @property
     def pending(self) -> int:
@@ -297,16 +340,23 @@ class Client:
 
     def _wait_acked(self, target: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        start = time.monotonic()
         with self._cond:
             while self._acked < target:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
                 if self._auth_error and left <= timeout - 0.5:
                     raise RecorderUnavailable(self._auth_error)
+                if not self._answered and now - start >= min(self.connect_timeout, timeout):
+                    where = f" for data root {self.data_root}" if self.data_root else ""
+                    raise RecorderUnavailable(
+                        f"no recorder answered at {self.control_endpoint} (ingress {self.endpoint}){where} "
+                        f"within {min(self.connect_timeout, timeout):g} s: is `recorder run` running there?")
                 if left <= 0:
                     raise RecorderUnavailable(
-                        f"recorder at {self.endpoint} acknowledged up to #{self._acked}, "
+                        f"the recorder at {self.endpoint} stopped acknowledging: up to #{self._acked}, "
                         f"not #{target}, within {timeout} s")
-                self._cond.wait(min(left, 0.5))
+                self._cond.wait(min(left, 0.05 if not self._answered else 0.5))
 
     def _raise_rejections(self, low: int, high: int) -> None:
         with self._lock:
@@ -399,6 +449,7 @@ class Client:
         except (msgspec.DecodeError, msgspec.ValidationError):
             return  # a garbled frame must not kill the I/O thread
         with self._cond:
+            self._answered = True
             if isinstance(msg, P.Welcome):
                 if msg.expected == 0:
                     self._hello(dealer)

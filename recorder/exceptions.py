@@ -125,6 +125,12 @@ class RecorderUnavailable(RecorderError):
     code = "unavailable"
 
 
+class ClientClosed(RecorderUnavailable):
+    """``record()`` on a Client after ``close()``: nothing would deliver it (as a closed file refuses writes)."""
+
+    code = "closed"
+
+
 class RejectedError(RecorderError):
     """The recorder refused records a producer sent; carries each rejection."""
 
