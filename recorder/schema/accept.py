@@ -126,7 +126,16 @@ class Acceptor:
         try:
             obj = fast.decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            return None
+            # another version's model may fit (a 1.1 field the 1.0 Struct refuses): try the others
+            for other in self._fast.values():
+                if other is not fast:
+                    try:
+                        obj, fast = other.decoder.decode(raw), other
+                        break
+                    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                        continue
+            else:
+                return None
         version = obj.schema_version
         if version is UNSET or version is None:
             version = rec.schema_version

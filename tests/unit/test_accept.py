@@ -258,3 +258,14 @@ def test_the_module_exercised_both_paths() -> None:
         pytest.skip("run with the other tests of this module")
     print(f"\naccept paths over this module: {dict(PATHS)}")  # shown with pytest -s
     assert PATHS["fast"] > 0 and PATHS["reference"] > 0, PATHS
+
+
+def test_versions_of_one_type_alternating_all_take_the_fast_path() -> None:
+    """1.0 and 1.1 a3cp_message records (1.1 adds model_version) in turn each find their own model's Struct."""
+    acceptor = Acceptor(REGISTRY.get("a3cp_message"), MAX_DEPTH, "session_end")
+    for i in range(6):
+        rec = sample_message(i=i)
+        if i % 2:
+            rec.update(schema_version="1.1.0", model_version="m2")
+        acceptor(Record("p", i + 1, "a3cp_message", json.dumps(rec, separators=(",", ":")).encode()))
+    assert acceptor.counts == {"fast": 6, "reference": 0, "disagreements": 0}, acceptor.counts
