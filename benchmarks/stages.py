@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                         "--dir", str(parent)], timeout=600.0)
     rows = [{"stage": s, "reference_us": r["reference"][s], "fast_us": r["fast"][s],
              "ratio": _ratio(r["reference"][s], r["fast"][s])} for s in (*STAGES, "accept step", "Store.record")]
-    payload = {"benchmark": CASE, "command": " ".join(["python", "-m", "benchmarks", *sys.argv[1:]]),
+    payload: dict[str, Any] = {"benchmark": CASE, "command": " ".join(["python", "-m", "benchmarks", *sys.argv[1:]]),
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(parent),
                "summary": rows, "result": r}
     path = write_results(CASE, payload, args.out)
@@ -123,13 +123,20 @@ def _measure(n: int, repeat: int, loops: dict[str, Callable[[], object]]) -> dic
     return {k: round(v / n * 1e6, 3) for k, v in best.items()}
 
 
+def _each(fn: Callable[[Any], object], items: list[Any]) -> int:
+    """``fn`` over ``items``, keeping no result (a list of results would time the garbage collector too)."""
+    for item in items:
+        fn(item)
+    return len(items)
+
+
 def _one(args: argparse.Namespace) -> int:
     import hashlib
     from dataclasses import dataclass
 
     import msgspec
 
-    from recorder import journal as journal_module
+    from recorder import _durable
     from recorder._env import iso_ns
     from recorder.config import load_config
     from recorder.journal import Journal, seal_line
@@ -140,7 +147,9 @@ def _one(args: argparse.Namespace) -> int:
     from recorder.validation import _deep, _mentions_denied, _stored, safe_json
     from recorder.writer import Entry, body
 
-    make = {"a3cp_message": sample_message, "raw_action": sample_raw_action, "audit_event": sample_audit}[args.type]
+    makers: dict[str, Callable[..., dict[str, Any]]] = {
+        "a3cp_message": sample_message, "raw_action": sample_raw_action, "audit_event": sample_audit}
+    make = makers[args.type]
     raws = [msgspec.json.encode(make(i=i)) for i in range(args.records)]
     frames = [Record("bench", i + 1, args.type, raw) for i, raw in enumerate(raws)]
     n, rep = len(raws), args.repeat
@@ -188,45 +197,64 @@ def _one(args: argparse.Namespace) -> int:
                 head = {"seq": i, "received": iso_ns(time.time_ns()), **a.fields, "producer": "bench", "pseq": i}
                 b"".join((safe_json(head)[:-1], b',"record":', a.record))
 
-        def ref_chain() -> None:  # 0.1.1's Journal.write loop, batch 1, without the write
-            head = "0" * 64
+        class OldJournal:  # 0.1.1's Journal.write and sync, without the write
+            head, size, records = "0" * 64, 0, 0
+            pending: tuple[str, int, int] | None = None
+
+            def write(self, batch: list[bytes]) -> None:
+                parts: list[bytes] = []
+                head, last = self.head, len(batch) - 1
+                for i, b in enumerate(batch):
+                    line, head = seal_line(b, head, True, commit=i == last)
+                    parts.append(line)
+                data = b"".join(parts)
+                self.pending = (head, len(data), len(batch))
+
+            def sync(self) -> None:
+                assert self.pending is not None
+                self.head, n, lines = self.pending
+                self.pending = None
+                self.size += n
+                self.records += lines
+
+        old = OldJournal()
+
+        def ref_chain() -> None:
             for b in bodies:
-                parts = []
-                line, head = seal_line(b, head, True, commit=True)
-                parts.append(line)
-                b"".join(parts)
+                old.write([b])
+                old.sync()
 
         line = bodies[0] + b"x" * 110
         fd = os.open(os.path.join(tmp, "write.bin"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         dfd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
         j = Journal(dfd, "chain.jsonl", "chain.jsonl", hashing=True, fsync=False)
         j.open({"schema_type": "bench", "hash": "sha256"})
-        real_append = journal_module._durable.append
+        real_append = _durable.append
 
         def new_chain() -> None:  # today's Journal.write and sync, batch 1, without the write
-            journal_module._durable.append = lambda fd, data, label: None  # type: ignore[assignment]
+            _durable.append = lambda fd, data, label: None  # the chain alone
             try:
                 for b in bodies:
                     j.write([b])
                     j.sync()
             finally:
-                journal_module._durable.append = real_append
+                _durable.append = real_append
 
         loops: dict[str, Callable[[], object]] = {
             "reference bytes": ref_bytes,
-            "reference decode": lambda: [msgspec.json.decode(r) for r in raws],
-            "reference accept step": lambda: [ref(f) for f in frames],
+            "reference decode": lambda: _each(msgspec.json.decode, raws),
+            "reference accept step": lambda: _each(ref, frames),
             "reference envelope": ref_envelope,
             "reference chain": ref_chain,
-            "fast bytes": lambda: [fast._clean(r) for r in raws],
-            "fast decode": lambda: [derived.decoder.decode(r) for r in raws],
-            "fast verdict": lambda: [fast._fast_verdict(f.record, f) for f in frames],
-            "fast accept step": lambda: [fast(f) for f in frames],
-            "fast envelope": lambda: ([fast._accepted(v, f) for v, f in zip(verdicts, frames) if v],
-                                      [body(e) for e in entries]),
+            "fast bytes": lambda: _each(fast._clean, raws),
+            "fast decode": lambda: _each(derived.decoder.decode, raws),
+            "fast verdict": lambda: _each(lambda f: fast._fast_verdict(f.record, f), frames),
+            "fast accept step": lambda: _each(fast, frames),
+            "fast envelope": lambda: (_each(lambda vf: fast._accepted(*vf), list(zip(verdicts, frames))),
+                                      _each(body, entries)),
             "fast chain": new_chain,
-            "write": lambda: [os.write(fd, line) for _ in bodies],
-            "sha256": lambda: [hashlib.sha256(b).hexdigest() for b in bodies],
+            "write": lambda: _each(lambda _: os.write(fd, line), bodies),
+            "sha256": lambda: _each(lambda b: hashlib.sha256(b).hexdigest(), bodies),
         }
         t = _measure(n, rep, loops)
         os.close(fd)
