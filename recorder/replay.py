@@ -135,6 +135,7 @@ class _Item:
     line: bytes = b""  # journals: the line as stored
     hashing: bool = True
     row: dict[str, Any] | None = None  # Parquet: the envelope, rebuilt as read() does
+    size: int = 0  # bytes of the file read since the previous record yielded from it (progress)
 
     def envelope(self) -> dict[str, Any]:
         """The envelope exactly as ``read`` yields it."""
@@ -277,6 +278,7 @@ def _journal_items(path: Path, flt: _Filter) -> Iterator[_Item]:
         batch: list[_Item] = []
         done = False
         offset = len(header)
+        consumed = offset
         for n, line in enumerate(f, 2):
             if not line.endswith(b"\n"):
                 return  # a torn final line was never acknowledged
@@ -285,11 +287,13 @@ def _journal_items(path: Path, flt: _Filter) -> Iterator[_Item]:
             except (msgspec.DecodeError, msgspec.ValidationError) as e:
                 raise CorruptionError(str(path), n, offset, f"not a record line: {e}") from e
             offset += len(line)
+            consumed += len(line)
             t = flt.time_of(h.received, h.timestamp)
             if flt.past(t):
                 done = True
             elif flt.keeps(h.schema_type, h.user_id, h.session_id) and flt.in_window(t):
-                batch.append(_Item(h.seq, t, h.schema_type, line, hashing))
+                batch.append(_Item(h.seq, t, h.schema_type, line, hashing, size=consumed))
+                consumed = 0
             if h.commit:  # only whole batches were ever acknowledged
                 yield from batch
                 batch.clear()
@@ -304,8 +308,11 @@ def _parquet_items(path: Path, flt: _Filter) -> Iterator[_Item]:
     with open(path, "rb") as f:
         pf = pq.ParquetFile(f)
         types = {fl.name: fl.type for fl in pf.schema_arrow}
+        per_row = os.fstat(f.fileno()).st_size // max(1, pf.metadata.num_rows)
+        consumed = 0
         for batch in pf.iter_batches(batch_size=64):
             for row in batch.to_pylist():
+                consumed += per_row
                 e = {k: _py(v, types[k]) for k, v in row.items()}
                 t = flt.time_of(e["received"], e.get("timestamp"))
                 if flt.past(t):
@@ -318,7 +325,8 @@ def _parquet_items(path: Path, flt: _Filter) -> Iterator[_Item]:
                     if isinstance(extra, str):
                         rec.update(msgspec.json.decode(extra))
                     e["record"] = {k: v for k, v in rec.items() if v is not None}
-                yield _Item(int(e["seq"]), t, e["schema_type"], row=e)
+                yield _Item(int(e["seq"]), t, e["schema_type"], row=e, size=consumed)
+                consumed = 0
 
 
 def _merge(sources: list[_Source], flt: _Filter) -> Iterator[_Item]:
