@@ -19,7 +19,9 @@ from .exceptions import (
     ValidationError,
 )
 from .reader import Problem, read, read_table, verify
+from .recheck import recheck
 from .registry import Registry
+from .replay import replay
 from .store import Store
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "load_config",
     "read",
     "read_table",
+    "recheck",
+    "replay",
     "verify",
 ]
 
