@@ -303,6 +303,15 @@ def _summary(rp: Replay, seconds: float) -> str:
     return text
 
 
+def _realtime(priority: int = 10) -> str | None:
+    """Put this thread under SCHED_FIFO; None if done, else why not (the replay then plays as a normal thread)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as e:
+        return f"SCHED_FIFO not available ({e}); it needs CAP_SYS_NICE (root, or setcap cap_sys_nice)"
+    return None
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .replay import Replay, parse_time
 
@@ -317,6 +326,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     speed = None if args.max else (args.speed or 1.0)
     sink: _StdoutSink | _ZmqSink = (_StdoutSink() if args.to == "-"
                                     else _ZmqSink(args.to, args.pattern, args.connect, args.hwm))
+    if args.realtime and speed is not None:
+        why = _realtime()
+        if why is not None:
+            print(f"recorder: --realtime: {why}", file=sys.stderr)
     live = _Live(not args.quiet and sys.stderr.isatty() and not (args.to == "-" and sys.stdout.isatty()), speed)
     rp = None
     t0 = time.monotonic()
@@ -426,6 +439,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hwm", type=int, default=100_000, help="messages queued per peer before the replay waits")
     p.add_argument("--record-only", action="store_true", help="send the record's bytes, not the envelope")
     p.add_argument("--loop", action="store_true", help="play again from the start until Ctrl-C")
+    p.add_argument("--realtime", action="store_true",
+                   help="wait under SCHED_FIFO (needs CAP_SYS_NICE): sub-ms timing on a busy machine")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     p.set_defaults(func=_cmd_replay)
 
