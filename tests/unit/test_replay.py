@@ -89,6 +89,22 @@ def test_replay_filters_keep_read_order(mixed: Path, filters: dict[str, Any]) ->
     assert list(replay(mixed, speed=None, **filters)) == want
 
 
+@pytest.mark.parametrize("hashing", ["sha256", "none"])
+def test_replay_leaves_out_what_no_commit_mark_covers(tmp_path: Path, hashing: str) -> None:
+    """Lines after the last commit mark (an unfinished batch, a torn line) are never played, as read() skips them."""
+    cfg = SEGMENTED.replace('durability = "os"', f'durability = "os"\nhash = "{hashing}"')
+    with Store(parse_config(cfg, "<test>"), data_root=tmp_path / "d") as s:
+        write_at(s, [i * MS for i in range(7)], batch=3)
+    journal = tmp_path / "d" / "seg" / "a3cp_message_0000.jsonl"
+    last = journal.read_bytes().splitlines(keepends=True)[-1]
+    assert b',"commit":true' in last
+    with open(journal, "ab") as f:
+        f.write(last.replace(b',"commit":true', b"").replace(b'{"seq":', b'{"seq":9', 1))  # batch without its end
+        f.write(last[:40])  # torn
+    got = list(replay(tmp_path / "d", speed=None))
+    assert len(got) == 7 and got == list(read(tmp_path / "d"))
+
+
 @pytest.mark.parametrize("speed", [1, 10])
 def test_simulated_replay_emits_at_the_intended_offsets(tmp_path: Path, speed: float) -> None:
     """In simulated time every record leaves exactly at its receive offset from the first, divided by speed."""
