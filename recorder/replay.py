@@ -210,19 +210,20 @@ class _Filter:
 class _Source:
     first_seq: int
     path: Path = field(compare=False)
+    first_t: int | None = field(default=None, compare=False)  # when it starts (the schedule's time), if known
 
 
-def _journal_head(path: Path) -> tuple[str | None, int | None]:
-    """(schema type of the header, seq of the first record line) of a journal not in the catalog."""
+def _journal_head(path: Path) -> tuple[str | None, _Head | None]:
+    """(schema type of the header, first record line) of a journal not in the catalog."""
     with open(path, "rb") as f:
         try:
             head = msgspec.json.decode(f.readline())
             first = f.readline()
-            seq = msgspec.json.decode(first, type=_Head).seq if first.endswith(b"\n") else None
+            line = msgspec.json.decode(first, type=_Head) if first.endswith(b"\n") else None
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None, None
     stype = head.get("schema_type") if isinstance(head, dict) else None
-    return (stype if isinstance(stype, str) else None), seq
+    return (stype if isinstance(stype, str) else None), line
 
 
 def _parquet_first_seq(path: Path) -> int | None:
@@ -254,16 +255,17 @@ def _sources(root: Path, flt: _Filter) -> list[_Source]:
             m = catalog.get(os.path.relpath(os.path.join(dirpath, journal), root))
             if m is not None:
                 if flt.segment_overlaps(m) and m.get("first_seq") is not None:
-                    found.append(_Source(int(m["first_seq"]), path))
+                    first = m.get("first_received" if flt.by == "received" else "first_timestamp")
+                    found.append(_Source(int(m["first_seq"]), path, _iso_ns(first) if isinstance(first, str) else None))
                 continue
             if f.endswith(".parquet"):
                 seq = _parquet_first_seq(path)
-            else:
-                stype, seq = _journal_head(path)
-                if stype is not None and flt.types is not None and stype not in flt.types:
-                    continue
-            if seq is not None:
-                found.append(_Source(seq, path))
+                if seq is not None:
+                    found.append(_Source(seq, path))
+                continue
+            stype, line = _journal_head(path)
+            if line is not None and (stype is None or flt.types is None or stype in flt.types):
+                found.append(_Source(line.seq, path, flt.time_of(line.received, line.timestamp)))
     return sorted(found)
 
 
@@ -358,28 +360,50 @@ def _parquet_items(path: Path, flt: _Filter) -> Iterator[_Item]:
                 consumed = 0
 
 
-def _merge(sources: list[_Source], flt: _Filter) -> Iterator[_Item]:
-    """Merge the sources by ``seq``, opening each one only when the merge reaches its first ``seq``."""
-    pending = list(reversed(sources))  # pop() gives the lowest first_seq
-    heap: list[tuple[int, int, _Item, Iterator[_Item]]] = []
-    n = 0
-    while pending or heap:
-        while pending and (not heap or pending[-1].first_seq <= heap[0][0]):
-            src = pending.pop()
-            it = _parquet_items(src.path, flt) if src.path.suffix == ".parquet" else _journal_items(src.path, flt)
-            first = next(it, None)
-            if first is not None:
-                n += 1
-                heapq.heappush(heap, (first.seq, n, first, it))
+class _Merge:
+    """The sources merged by ``seq``; each is opened when the merge reaches its first ``seq``, or
+    earlier through ``prefetch`` (a Parquet file takes milliseconds to open: better in a long wait)."""
+
+    def __init__(self, sources: list[_Source], flt: _Filter) -> None:
+        self.pending = list(reversed(sources))  # pop() gives the lowest first_seq
+        self.heap: list[tuple[int, int, _Item, Iterator[_Item]]] = []
+        self.flt = flt
+        self.n = 0
+
+    def _open(self, index: int) -> None:
+        src = self.pending.pop(index)
+        it = _parquet_items(src.path, self.flt) if src.path.suffix == ".parquet" else _journal_items(src.path, self.flt)
+        first = next(it, None)
+        if first is not None:
+            self.n += 1
+            heapq.heappush(self.heap, (first.seq, self.n, first, it))
+
+    def prefetch(self, horizon: int | None, parquet: bool = False) -> bool:
+        """Open one unopened source that starts before ``horizon`` (None: any; ``parquet``: only
+        Parquet ones), earliest first; False if there is none."""
+        for i in range(len(self.pending) - 1, -1, -1):
+            src = self.pending[i]
+            if parquet and src.path.suffix != ".parquet":
+                continue
+            if horizon is None or (src.first_t is not None and src.first_t <= horizon):
+                self._open(i)
+                return True
+        return False
+
+    def next(self) -> _Item | None:
+        """The record with the lowest ``seq`` left, or None."""
+        heap = self.heap
+        while self.pending and (not heap or self.pending[-1].first_seq <= heap[0][0]):
+            self._open(len(self.pending) - 1)
         if not heap:
-            continue
+            return None
         _seq, k, item, it = heap[0]
-        nxt = next(it, None)
+        nxt = next(it, None)  # read ahead now, while there is time before this record is due
         if nxt is None:
             heapq.heappop(heap)
         else:
             heapq.heapreplace(heap, (nxt.seq, k, nxt, it))
-        yield item
+        return item
 
 
 # -- the schedule ---------------------------------------------------------------------
@@ -391,6 +415,8 @@ class Clock(Protocol):
     def sleep_until(self, deadline_ns: int) -> None: ...
 
 
+_LOOKAHEAD_NS = 500_000_000  # files that start within this much playback ahead are opened early ...
+_PREFETCH_SLACK_NS = 2_000_000  # ... one per wait at least this long (a Parquet file takes ms to open)
 _PR_SET_TIMERSLACK = 29
 _SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274, "arm64": 274, "riscv64": 274}.get(platform.machine())
 _tuned = threading.local()
@@ -537,7 +563,14 @@ class Replay:
         self.position_ns: int | None = None
         self._sources = _sources(self.root, self._filter)
         self.files = [s.path for s in self._sources]
-        self._items = _merge(self._sources, self._filter)
+        self._merge = _Merge(self._sources, self._filter)
+        if speed is not None and self._sources:
+            # Before the schedule starts: pyarrow's first file (~0.1 s), and whatever starts within the lookahead.
+            self._merge.prefetch(None, parquet=True)
+            starts = [s.first_t for s in self._sources if s.first_t is not None]
+            horizon = min(starts) + round(_LOOKAHEAD_NS * speed) if starts else None
+            while horizon is not None and self._merge.prefetch(horizon):
+                pass
         self._base: int | None = None  # the time of the first timed record
         self._start = 0
         self._offset = 0
@@ -559,7 +592,7 @@ class Replay:
 
     def next_item(self) -> _Item | None:
         """The next record, released on schedule; None at the end."""
-        item = next(self._items, None)
+        item = self._merge.next()
         if item is None:
             return None
         self.count += 1
@@ -579,6 +612,8 @@ class Replay:
             # (another producer's clock, a stepped wall clock) leaves at once.
             self._offset = max(self._offset, span if self.speed == 1 else round(span / self.speed))
         self.intended_ns = self._start + self._offset
+        if self._merge.pending and t is not None and self.intended_ns - now > _PREFETCH_SLACK_NS:
+            self._merge.prefetch(t + round(_LOOKAHEAD_NS * self.speed))  # open a file due soon, in this wait
         self.clock.sleep_until(self.intended_ns)
         self.stats.add(self.clock.now_ns() - self.intended_ns)
         return item

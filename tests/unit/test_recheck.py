@@ -51,10 +51,10 @@ def record_session(root: Path) -> None:
         s.sealer.wait_idle(30)
 
 
-@pytest.fixture
-def recording(tmp_path: Path) -> Path:
-    """A recording made with today's shipped registry, with some Parquet segments."""
-    root = tmp_path / "rec"
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A recording made with today's shipped registry, with some Parquet segments (read only)."""
+    root = tmp_path_factory.mktemp("recheck") / "rec"
     record_session(root)
     assert list(root.rglob("*.parquet"))
     return root

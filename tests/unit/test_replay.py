@@ -54,10 +54,10 @@ def write_at(store: Store, offsets_ns: list[int], stamps: list[str] | None = Non
         w.write(entries)
 
 
-@pytest.fixture
-def mixed(tmp_path: Path) -> Path:
-    """Several types, users and sessions, with a session sealed into a Parquet segment."""
-    root = tmp_path / "data"
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Several types, users and sessions, with a session sealed into a Parquet segment (read only)."""
+    root = tmp_path_factory.mktemp("mixed") / "data"
     populate(root)
     with Store(None, data_root=root) as s:
         s.record(sample_message("mia02", "s9", 50), schema_type="a3cp_message")
@@ -152,10 +152,10 @@ def test_replay_at_max_speed_does_not_wait(tmp_path: Path) -> None:
     assert clock.now_ns() == 0
 
 
-@pytest.fixture
-def long_recording(tmp_path: Path) -> Path:
-    """40 sealed segments of 20 records, 10 ms apart (timestamps 1 s apart), and an open 41st segment."""
-    root = tmp_path / "long"
+@pytest.fixture(scope="module")
+def long_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 sealed segments of 20 records, 10 ms apart (timestamps 1 s apart), and an open 41st segment (read only)."""
+    root = tmp_path_factory.mktemp("long") / "long"
     n = 40 * 20 + 5
     with Store(parse_config(SEGMENTED, "<test>"), data_root=root) as s:
         write_at(s, [i * 10 * MS for i in range(n)], stamps=[timestamp(i) for i in range(n)], batch=20)
