@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -334,8 +335,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     rp = None
     t0 = time.monotonic()
     linger = 0
+    on_sigint = signal.getsignal(signal.SIGINT)
     try:
         if args.to != "-" and args.wait_subscribers:
+            if not args.quiet:
+                print(f"replay: waiting for {args.wait_subscribers} subscriber(s) on {args.to} ...", file=sys.stderr)
             sink.wait(args.wait_subscribers, args.wait_timeout)
         while True:
             t0 = time.monotonic()
@@ -349,14 +353,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                 print(("\n" if live.enabled else "") + _summary(rp, time.monotonic() - t0), file=sys.stderr)
             if not args.loop or rp.count == 0:
                 break
-        linger = 5000  # let subscribers take what is queued
+        linger = 10_000  # let subscribers take what is queued
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean stop short
         if not args.quiet:
             done = _summary(rp, time.monotonic() - t0) if rp is not None else "replay"
             print(f"\n{done}; stopped (Ctrl-C)", file=sys.stderr)
         return 130
     finally:
         sink.close(linger)
+        signal.signal(signal.SIGINT, on_sigint)
     return 0
 
 
@@ -433,8 +439,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", choices=["pub", "push"], default="pub",
                    help="pub (default): topic = schema type, subscribers filter; push: to PULL peers")
     p.add_argument("--connect", action="store_true", help="connect to --to instead of binding it")
-    p.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
-                   help="start only after N subscriptions (pub) or peers (push) arrived")
+    p.add_argument("--wait-subscribers", type=int, default=1, metavar="N",
+                   help="start once N subscriptions (pub) or peers (push) arrived (default 1; 0: at once)")
     p.add_argument("--wait-timeout", type=float, default=60.0, metavar="S", help="for --wait-subscribers")
     p.add_argument("--hwm", type=int, default=100_000, help="messages queued per peer before the replay waits")
     p.add_argument("--record-only", action="store_true", help="send the record's bytes, not the envelope")

@@ -378,16 +378,20 @@ class _Merge:
             self.n += 1
             heapq.heappush(self.heap, (first.seq, self.n, first, it))
 
-    def prefetch(self, horizon: int | None, parquet: bool = False) -> bool:
-        """Open one unopened source that starts before ``horizon`` (None: any; ``parquet``: only
-        Parquet ones), earliest first; False if there is none."""
+    def prefetch(self, horizon: int | None, parquet: bool = False, slack_ns: int | None = None) -> bool:
+        """Open the earliest unopened source that starts before ``horizon`` (None: any; ``parquet``: only
+        Parquet ones) and can be opened within ``slack_ns`` (None: any time); False if there is none."""
         for i in range(len(self.pending) - 1, -1, -1):
             src = self.pending[i]
-            if parquet and src.path.suffix != ".parquet":
+            is_parquet = src.path.suffix == ".parquet"
+            if parquet and not is_parquet:
                 continue
-            if horizon is None or (src.first_t is not None and src.first_t <= horizon):
-                self._open(i)
-                return True
+            if horizon is not None and (src.first_t is None or src.first_t > horizon):
+                continue
+            if slack_ns is not None and slack_ns < (_OPEN_PARQUET_NS if is_parquet else _OPEN_JOURNAL_NS):
+                return False  # the earliest one due does not fit in this wait: no later one jumps ahead of it
+            self._open(i)
+            return True
         return False
 
     def next(self) -> _Item | None:
@@ -416,7 +420,8 @@ class Clock(Protocol):
 
 
 _LOOKAHEAD_NS = 500_000_000  # files that start within this much playback ahead are opened early ...
-_PREFETCH_SLACK_NS = 2_000_000  # ... one per wait at least this long (a Parquet file takes ms to open)
+_OPEN_JOURNAL_NS = 2_000_000  # ... one per wait long enough to open it: a journal takes ~0.2 ms ...
+_OPEN_PARQUET_NS = 20_000_000  # ... and a Parquet file a few ms (its first row group decoded)
 _PR_SET_TIMERSLACK = 29
 _SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274, "arm64": 274, "riscv64": 274}.get(platform.machine())
 _tuned = threading.local()
@@ -612,8 +617,8 @@ class Replay:
             # (another producer's clock, a stepped wall clock) leaves at once.
             self._offset = max(self._offset, span if self.speed == 1 else round(span / self.speed))
         self.intended_ns = self._start + self._offset
-        if self._merge.pending and t is not None and self.intended_ns - now > _PREFETCH_SLACK_NS:
-            self._merge.prefetch(t + round(_LOOKAHEAD_NS * self.speed))  # open a file due soon, in this wait
+        if self._merge.pending and t is not None:  # open a file due soon in this wait, if it fits
+            self._merge.prefetch(t + round(_LOOKAHEAD_NS * self.speed), slack_ns=self.intended_ns - now)
         self.clock.sleep_until(self.intended_ns)
         self.stats.add(self.clock.now_ns() - self.intended_ns)
         return item

@@ -266,6 +266,13 @@ def test_cli_replay_bad_input_names_the_option(mixed: Path, capsys: pytest.Captu
     assert option in capsys.readouterr().err
 
 
+def test_cli_replay_without_subscribers_gives_up_naming_the_option(mixed: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A replay to an endpoint nobody subscribes to stops after --wait-timeout with an error, sending nothing."""
+    assert main(["replay", str(mixed), "-q", "--to", f"ipc://{tmp_path}/nobody", "--wait-timeout", "0.2"]) == 2
+    assert "--wait-subscribers" in capsys.readouterr().err
+
+
 def test_cli_replay_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A missing ROOT exits non-zero naming it."""
     assert main(["replay", str(tmp_path / "nope")]) == 2
