@@ -91,7 +91,7 @@ class RecheckResult:
                f"{'schema type':<16}{'checked':>9}{'passed':>9}{'failed':>9}  failures by field"]
         for name, t in sorted(self.types.items()):
             by_field = ", ".join(f"{f}: {n}" for f, n in t.fields.most_common(5))
-            out.append(f"{name:<16}{t.checked:>9}{t.passed:>9}{t.failed:>9}  {by_field}")
+            out.append(f"{name:<16}{t.checked:>9}{t.passed:>9}{t.failed:>9}  {by_field}".rstrip())
         for name, t in sorted(self.types.items()):
             if t.failures:
                 out.append(f"first failures of {name}:")
