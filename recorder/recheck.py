@@ -151,7 +151,7 @@ def recheck(root: str | Path, config: Config | str | Path | None, *, into: str |
                                         "config_digest": cfg.digest})
     bar = Progress(sum(p.stat().st_size for p in rp.files), "recheck", enabled=progress)
     try:
-        for item in iter(rp.next_item, None):
+        for item in iter(rp._next_item, None):
             bar.advance(item.size)
             s = item.stored()
             res = result.types.setdefault(s.schema_type, TypeResult())

@@ -100,10 +100,9 @@ class _Head(msgspec.Struct):
     timestamp: Any = None
     user_id: Any = None
     session_id: Any = None
-    commit: bool = False
 
 
-class Stored(msgspec.Struct):
+class _Stored(msgspec.Struct):
     """One stored envelope with the record as its stored JSON bytes (``record``)."""
 
     seq: int
@@ -155,12 +154,12 @@ class _Item:
             body = body[: -len(_COMMIT)]
         return body + b"}"
 
-    def stored(self) -> Stored:
+    def stored(self) -> _Stored:
         """The envelope with the record kept as its stored bytes."""
         if self.row is not None:
             return msgspec.convert({**self.row, "record": msgspec.Raw(msgspec.json.encode(self.row["record"]))},
-                                   Stored)
-        return msgspec.json.decode(self.payload(), type=Stored)
+                                   _Stored)
+        return msgspec.json.decode(self.payload(), type=_Stored)
 
 
 @dataclass
@@ -191,10 +190,12 @@ class _Filter:
         return self.by == "received" and self.hi is not None and t is not None and t >= self.hi
 
     def segment_overlaps(self, m: dict[str, Any]) -> bool:
-        if m.get("schema_type") is None or not Segment(m).matches(None, None, self.user, self.session, None, None):
-            return False
-        if self.types is not None and m["schema_type"] not in self.types:
-            return False
+        """True if a manifest's type, users, sessions and time range (of ``by``) may hold matching records."""
+        if "schema_type" in m:
+            if not Segment(m).matches(None, None, self.user, self.session, None, None):
+                return False
+            if self.types is not None and m["schema_type"] not in self.types:
+                return False
         lo, hi = (m.get("first_received"), m.get("last_received")) if self.by == "received" \
             else (m.get("first_timestamp"), m.get("last_timestamp"))
         first = _iso_ns(lo) if isinstance(lo, str) else None
@@ -213,17 +214,39 @@ class _Source:
     first_t: int | None = field(default=None, compare=False)  # when it starts (the schedule's time), if known
 
 
-def _journal_head(path: Path) -> tuple[str | None, _Head | None]:
-    """(schema type of the header, first record line) of a journal not in the catalog."""
+def _line_before(f: BinaryIO, start: int, end: int) -> bytes:
+    """The whole line that ends at ``end`` (a line end after ``start``), read backwards in blocks."""
+    buf = b""
+    pos = end
+    while pos > start:
+        k = max(start, pos - 65536)
+        f.seek(k)
+        buf = f.read(pos - k) + buf
+        pos = k
+        cut = buf.rfind(b"\n", 0, len(buf) - 1)
+        if cut >= 0:
+            return buf[cut + 1:]
+    return buf
+
+
+def _journal_ends(path: Path) -> tuple[str | None, _Head | None, _Head | None]:
+    """(schema type of the header, first and last committed record line) of a journal not in the catalog."""
     with open(path, "rb") as f:
         try:
             head = msgspec.json.decode(f.readline())
+            start = f.tell()
             first = f.readline()
-            line = msgspec.json.decode(first, type=_Head) if first.endswith(b"\n") else None
+            if not isinstance(head, dict) or not first.endswith(b"\n"):
+                return None, None, None
+            end = _committed_end(f, start, head.get("hash", "sha256") != "none")
+            if end <= start:
+                return None, None, None
+            last = _line_before(f, start, end)
+            stype = head.get("schema_type")
+            return (stype if isinstance(stype, str) else None), msgspec.json.decode(first, type=_Head), \
+                msgspec.json.decode(last, type=_Head)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            return None, None
-    stype = head.get("schema_type") if isinstance(head, dict) else None
-    return (stype if isinstance(stype, str) else None), line
+            return None, None, None
 
 
 def _parquet_first_seq(path: Path) -> int | None:
@@ -263,9 +286,14 @@ def _sources(root: Path, flt: _Filter) -> list[_Source]:
                 if seq is not None:
                     found.append(_Source(seq, path))
                 continue
-            stype, line = _journal_head(path)
-            if line is not None and (stype is None or flt.types is None or stype in flt.types):
-                found.append(_Source(line.seq, path, flt.time_of(line.received, line.timestamp)))
+            stype, first_line, last_line = _journal_ends(path)
+            if first_line is None or last_line is None or (flt.types is not None and stype not in flt.types):
+                continue
+            first_t = flt.time_of(first_line.received, first_line.timestamp)
+            if flt.by == "received" and not flt.segment_overlaps({"first_received": first_line.received,
+                                                                  "last_received": last_line.received}):
+                continue  # receive times only grow within a file: its first and last line bound it
+            found.append(_Source(first_line.seq, path, first_t))
     return sorted(found)
 
 
@@ -301,6 +329,30 @@ def _committed_end(f: BinaryIO, start: int, hashing: bool) -> int:
     return start
 
 
+def _bisect(f: BinaryIO, lo: int, hi: int, since: int) -> int:
+    """A line start at or before the first line received at or after ``since``, found in O(log n) lines.
+
+    Receive times only grow within a journal (one thread stamps them in
+    ``seq`` order), so a seek into a long journal skips what lies before.
+    ``lo`` stays the start of a line received before ``since`` (or the first).
+    """
+    while hi - lo > 65536:
+        mid = (lo + hi) // 2
+        f.seek(mid)
+        f.readline()  # to the next line start
+        pos = f.tell()
+        line = f.readline()
+        try:
+            t = _iso_ns(msgspec.json.decode(line, type=_Head).received) if pos < hi else None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            t = None  # reported where the scan meets it
+        if t is not None and t < since:
+            lo = pos
+        else:
+            hi = mid
+    return lo
+
+
 def _journal_items(path: Path, flt: _Filter) -> Iterator[_Item]:
     """Matching records of one journal that a commit mark covers (the lines ``read`` yields)."""
     with open(path, "rb") as f:
@@ -313,6 +365,8 @@ def _journal_items(path: Path, flt: _Filter) -> Iterator[_Item]:
             raise CorruptionError(str(path), 1, 0, f"header is not a JSON object: {e}") from e
         offset = len(header)
         end = _committed_end(f, offset, hashing)
+        if flt.by == "received" and flt.lo is not None:
+            offset = _bisect(f, offset, end, flt.lo)
         f.seek(offset)
         consumed = offset
         for n, line in enumerate(f, 2):
@@ -584,7 +638,7 @@ class Replay:
         return self
 
     def __next__(self) -> dict[str, Any]:
-        item = self.next_item()
+        item = self._next_item()
         if item is None:
             raise StopIteration
         return item.envelope()
@@ -592,11 +646,11 @@ class Replay:
     def frames(self, record_only: bool = False) -> Iterator[tuple[str, bytes]]:
         """``(schema type, envelope JSON without framing)`` per record on schedule; ``record_only``:
         the record's stored bytes instead of the envelope."""
-        for item in iter(self.next_item, None):
+        for item in iter(self._next_item, None):
             yield item.schema_type, (bytes(item.stored().record) if record_only else item.payload())
 
-    def next_item(self) -> _Item | None:
-        """The next record, released on schedule; None at the end."""
+    def _next_item(self) -> _Item | None:
+        """The next record, released on schedule; None at the end (recheck reads through this too)."""
         item = self._merge.next()
         if item is None:
             return None

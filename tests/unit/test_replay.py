@@ -12,10 +12,11 @@ import pytest
 from test_reader import populate
 
 from recorder import RecorderError, Store, read, replay
+from recorder._env import iso_ns
 from recorder.cli import main
 from recorder.config import parse_config
 from recorder.replay import ScheduleStats, SimulatedClock, parse_time
-from recorder.testing import sample_message, sample_raw_action, timestamp
+from recorder.testing import sample_audit, sample_message, sample_raw_action, timestamp
 from recorder.validation import Meta, encode_record
 from recorder.writer import Entry
 
@@ -202,6 +203,62 @@ def test_seek_opens_only_overlapping_segments(long_recording: Path, opened: list
     data_opened = {p for p in opened if "_recorder" not in p.parts}
     assert overlapping == {long_recording / "seg" / f"a3cp_message_{k:04d}.jsonl" for k in (20, 21, 22)}
     assert data_opened == overlapping | {open_segment}
+
+
+class CountingFile:
+    """A binary file that counts the bytes read through it."""
+
+    def __init__(self, f: Any, counts: dict[Path, int], path: Path) -> None:
+        self.f, self.counts, self.path = f, counts, path
+
+    def _count(self, data: bytes) -> bytes:
+        self.counts[self.path] = self.counts.get(self.path, 0) + len(data)
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        return self._count(self.f.read(n))
+
+    def readline(self) -> bytes:
+        return self._count(self.f.readline())
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (self._count(line) for line in self.f)
+
+    def __enter__(self) -> CountingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+
+def test_seek_bisects_a_long_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeking by receive time into one long journal outside the catalog reads a small part of it."""
+    root = tmp_path / "d"
+    n = 4000
+    with Store(parse_config(SEGMENTED, "<test>"), data_root=root) as s:
+        acc = s.check(encode_record(sample_audit("u1", "s1")), Meta(schema_type="audit_event"))
+        for k in range(0, n, 200):
+            s.writers["audit_event"].write([Entry(acc, s.seq.take(), T0 + i * MS, "p1", i + 1)
+                                            for i in range(k, k + 200)])
+    journal = root / "logs" / "u1" / "audit_event.jsonl"
+    assert journal.stat().st_size > 1_000_000
+    counts: dict[Path, int] = {}
+    real = builtins.open
+
+    def counting_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        f = real(file, mode, *args, **kwargs)
+        return CountingFile(f, counts, Path(file)) if str(file).endswith(".jsonl") and "b" in mode else f
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    got = [e["pseq"] for e in replay(root, since=iso_ns(T0 + 3000 * MS), until=iso_ns(T0 + 3010 * MS), speed=None)]
+    assert got == list(range(3001, 3011))
+    assert counts[journal] < journal.stat().st_size / 4
+    counts.clear()
+    assert list(replay(root, since=iso_ns(T0 + (n + 5) * MS), speed=None)) == []
+    assert counts[journal] < journal.stat().st_size / 4  # it ends before since: not read at all
 
 
 def test_seek_then_play_on_schedule(long_recording: Path) -> None:
