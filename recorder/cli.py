@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from ._env import iso_ns
 from .exceptions import RecorderError
 from .reader import read, verify
 
@@ -285,8 +286,6 @@ class _Live:
         if not self.enabled or (not force and now - self.last < 0.1):
             return
         self.last = now
-        from ._env import iso_ns
-
         window = sorted(rp.stats.samples[self.seen:])
         self.seen = len(rp.stats.samples)
         late = (f"  late p50 {window[len(window) // 2] / 1e6:.2f} p99 {window[int(len(window) * 0.99)] / 1e6:.2f} "
@@ -361,8 +360,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             print(f"\n{done}; stopped (Ctrl-C)", file=sys.stderr)
         return 130
     finally:
-        sink.close(linger)
-        signal.signal(signal.SIGINT, on_sigint)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # closing takes up to the linger: not cut short either
+        try:
+            sink.close(linger)
+        finally:
+            signal.signal(signal.SIGINT, on_sigint)
     return 0
 
 
