@@ -230,23 +230,23 @@ def _line_before(f: BinaryIO, start: int, end: int) -> bytes:
 
 
 def _journal_ends(path: Path) -> tuple[str | None, _Head | None, _Head | None]:
-    """(schema type of the header, first and last committed record line) of a journal not in the catalog."""
+    """(schema type of the header, first and last committed record line) of a journal not in the catalog.
+
+    Raises:
+        msgspec.DecodeError, msgspec.ValidationError: the header or one of those lines is not what it should be.
+    """
     with open(path, "rb") as f:
-        try:
-            head = msgspec.json.decode(f.readline())
-            start = f.tell()
-            first = f.readline()
-            if not isinstance(head, dict) or not first.endswith(b"\n"):
-                return None, None, None
-            end = _committed_end(f, start, head.get("hash", "sha256") != "none")
-            if end <= start:
-                return None, None, None
-            last = _line_before(f, start, end)
-            stype = head.get("schema_type")
-            return (stype if isinstance(stype, str) else None), msgspec.json.decode(first, type=_Head), \
-                msgspec.json.decode(last, type=_Head)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        head = msgspec.json.decode(f.readline())
+        start = f.tell()
+        first = f.readline()
+        if not isinstance(head, dict) or not first.endswith(b"\n"):
             return None, None, None
+        end = _committed_end(f, start, head.get("hash", "sha256") != "none")
+        if end <= start:
+            return None, None, None
+        stype = head.get("schema_type")
+        return (stype if isinstance(stype, str) else None), msgspec.json.decode(first, type=_Head), \
+            msgspec.json.decode(_line_before(f, start, end), type=_Head)
 
 
 def _parquet_first_seq(path: Path) -> int | None:
@@ -286,7 +286,11 @@ def _sources(root: Path, flt: _Filter) -> list[_Source]:
                 if seq is not None:
                     found.append(_Source(seq, path))
                 continue
-            stype, first_line, last_line = _journal_ends(path)
+            try:
+                stype, first_line, last_line = _journal_ends(path)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                found.append(_Source(0, path))  # damaged: opened first, so reading it reports where
+                continue
             if first_line is None or last_line is None or (flt.types is not None and stype not in flt.types):
                 continue
             first_t = flt.time_of(first_line.received, first_line.timestamp)

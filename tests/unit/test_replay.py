@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from test_reader import populate
 
-from recorder import RecorderError, Store, read, replay
+from recorder import CorruptionError, RecorderError, Store, read, replay
 from recorder._env import iso_ns
 from recorder.cli import main
 from recorder.config import parse_config
@@ -104,6 +104,23 @@ def test_replay_leaves_out_what_no_commit_mark_covers(tmp_path: Path, hashing: s
         f.write(last[:40])  # torn
     got = list(replay(tmp_path / "d", speed=None))
     assert len(got) == 7 and got == list(read(tmp_path / "d"))
+
+
+@pytest.mark.parametrize("line", [2, 4, 7], ids=["first", "middle", "last"])
+def test_replay_reports_a_damaged_line_as_read_does(tmp_path: Path, line: int) -> None:
+    """A record line that is not JSON raises CorruptionError naming the file and line, as read() does."""
+    with Store(parse_config(SEGMENTED, "<test>"), data_root=tmp_path / "d") as s:
+        write_at(s, [i * MS for i in range(6)], batch=2)
+    journal = tmp_path / "d" / "seg" / "a3cp_message_0000.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[line - 1] = b"{not json" + lines[line - 1][9:]
+    journal.write_bytes(b"".join(lines))
+    with pytest.raises(CorruptionError) as read_err:
+        list(read(tmp_path / "d"))
+    with pytest.raises(CorruptionError) as replay_err:
+        list(replay(tmp_path / "d", speed=None))
+    assert (replay_err.value.path, replay_err.value.line) == (read_err.value.path, read_err.value.line) == (
+        str(journal), line)
 
 
 @pytest.mark.parametrize("speed", [1, 10])
