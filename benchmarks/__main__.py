@@ -13,6 +13,7 @@ CASES: list[str] = [
     "append",
     "compare",
     "latency",
+    "replay",
     "seal",
     "soak",
     "stages",

@@ -20,7 +20,9 @@ from .exceptions import (
     ValidationError,
 )
 from .reader import Problem, read, read_table, verify
+from .recheck import recheck
 from .registry import Registry
+from .replay import replay
 from .schema.fast import check as fast_check
 from .schema.fast import implied as fast_implied
 from .store import Store
@@ -49,6 +51,8 @@ __all__ = [
     "load_config",
     "read",
     "read_table",
+    "recheck",
+    "replay",
     "verify",
 ]
 
