@@ -9,6 +9,7 @@ from .exceptions import (
     CorruptionError,
     DeniedFieldError,
     DurabilityError,
+    NotARecording,
     RecorderError,
     RecorderUnavailable,
     RecordTooLarge,
@@ -16,6 +17,7 @@ from .exceptions import (
     StorageFull,
     UnknownSchemaError,
     UnsafeIdentifier,
+    UsageError,
     ValidationError,
 )
 from .reader import Problem, read, read_table, verify
@@ -29,6 +31,7 @@ __all__ = [
     "CorruptionError",
     "DeniedFieldError",
     "DurabilityError",
+    "NotARecording",
     "Problem",
     "RecordTooLarge",
     "RecorderError",
@@ -39,6 +42,7 @@ __all__ = [
     "Store",
     "UnknownSchemaError",
     "UnsafeIdentifier",
+    "UsageError",
     "ValidationError",
     "load_config",
     "read",
