@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ._ids import with_default_version
 from .exceptions import DurabilityError, RecorderError, StorageFull, ValidationError
 from .protocol import Record
 from .store import Store
@@ -62,6 +63,7 @@ class WriterActor(threading.Thread):
         self.max_batch = max_batch
         self.inbox: queue.SimpleQueue[Item | EndSession | None] = queue.SimpleQueue()
         self.accept = store.acceptors[schema_type]
+        self.default_version = store.registry.get(schema_type).config.default_version
         # counters read by `recorder stats` (written only by this thread)
         self.records = 0
         self.bytes = 0
@@ -142,6 +144,8 @@ class WriterActor(threading.Thread):
         entries: list[Entry] = []
         size = 0
         for frame, seq, received in batch:
+            if self.default_version and frame.schema_version is None:
+                with_default_version(frame, self.default_version)
             try:
                 acc = self.accept(frame)
             except ValidationError as e:

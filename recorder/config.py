@@ -34,6 +34,7 @@ class TypeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: str
     models: dict[str, str] = {}
     versions: list[str] = msgspec.field(default_factory=lambda: ["1"])
+    default_version: str = ""
     format: Format = "jsonl"
     path: str = "logs/{schema_type}/{date}.jsonl"
     durability: Durability = "fsync"
@@ -78,12 +79,17 @@ class RecorderSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 
 
 class Config(msgspec.Struct, kw_only=True):
-    """A whole parsed config: where it came from, settings and types."""
+    """A whole parsed config: where it came from, settings and types.
+
+    ``directory`` is the absolute directory of the config file (None for the
+    packaged default): model import paths are looked up there too.
+    """
 
     source: str
     digest: str
     recorder: RecorderSettings
     types: dict[str, TypeConfig]
+    directory: str | None = None
 
 
 _AT = re.compile(r" - at `\$(?:\[\.\.\.\])?\.?(?P<key>[^`]*)`$")
@@ -126,8 +132,8 @@ def _blame_defaults(err: ConfigError, prefix: str, table: dict[str, Any], defaul
     return err
 
 
-def parse_config(text: str, source: str) -> Config:
-    """Parse config text; ``source`` names it in errors.
+def parse_config(text: str, source: str, directory: str | None = None) -> Config:
+    """Parse config text; ``source`` names it in errors, ``directory`` is where it lives.
 
     Raises:
         ConfigError: naming the file and the dotted key at fault.
@@ -184,7 +190,7 @@ def parse_config(text: str, source: str) -> Config:
             raise blamed from e
         types[name] = tc
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    return Config(source=source, digest=digest, recorder=settings, types=types)
+    return Config(source=source, digest=digest, recorder=settings, types=types, directory=directory)
 
 
 def default_config_text() -> str:
@@ -205,4 +211,4 @@ def load_config(path: str | Path | None = None) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(str(p), "(file)", e.strerror or str(e)) from e
-    return parse_config(text, str(p))
+    return parse_config(text, str(p), str(p.resolve().parent))
