@@ -26,6 +26,8 @@ Format = Literal["jsonl", "parquet"]
 Durability = Literal["fsync", "os"]
 HashName = Literal["sha256", "none"]
 OnLimit = Literal["reject", "delete_oldest"]
+LogFormat = Literal["plain", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class TypeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -76,6 +78,9 @@ class RecorderSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     # supervisor: give up after restart_limit crashes within restart_window_s
     restart_limit: int = 10
     restart_window_s: float = 60.0
+    # log lines of `recorder run` and the recorder process (stderr)
+    log_format: LogFormat = "plain"
+    log_level: LogLevel = "info"
 
 
 class Config(msgspec.Struct, kw_only=True):

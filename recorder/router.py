@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import logging
 import os
 import queue
 import re
@@ -25,12 +26,13 @@ import psutil
 import zmq
 import zmq.auth
 
-from . import _durable
+from . import _durable, _logging
 from . import protocol as P
-from ._run import Endpoints, endpoints, lock_endpoints
+from ._run import Endpoints, endpoints, lock_endpoints, release_endpoints
 from .actor import Done, EndSession, WriterActor
 from .config import load_config
 from .exceptions import RecorderError, RecordTooLarge, UnknownSchemaError, ValidationError
+from .registry import Registry
 from .store import Store
 
 __all__ = ["Router", "main"]
@@ -40,6 +42,7 @@ _PRODUCER = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_SEQ = 2**62  # producer sequences stay far inside msgpack's 64-bit integers
 MAX_INBOX = 50_000  # records queued for one actor before ingress pauses
 PRODUCER_TTL_S = 3600.0  # idle producers with nothing pending are forgotten after this
+_log = logging.getLogger("recorder.service")
 
 
 @dataclass
@@ -276,7 +279,7 @@ class Router:
             except queue.Empty:
                 break
             if done.fatal is not None:
-                print(f"recorder: fatal: {done.fatal}", file=sys.stderr, flush=True)
+                _log.error("fatal: %s", done.fatal, extra={"fields": {"schema_type": done.schema_type}})
                 fatal = True
             for user_id, session_id in done.ended:
                 for a in self.actors.values():
@@ -419,11 +422,14 @@ def _die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the recorder process."""
     ap = argparse.ArgumentParser(prog="python -m recorder.router")
-    ap.add_argument("--config")
-    ap.add_argument("--data-root")
-    ap.add_argument("--restarts", type=int, default=0)
+    ap.add_argument("--config", help="registry TOML (default: the packaged example)")
+    ap.add_argument("--data-root", help="overrides recorder.data_root")
+    ap.add_argument("--restarts", type=int, default=0, help="restarts so far (reported in stats)")
     ap.add_argument("--supervised", action="store_true", help="the supervisor holds the endpoint lock")
+    ap.add_argument("--log-format", choices=["plain", "json"], help="default: recorder.log_format")
+    ap.add_argument("--log-level", choices=list(_logging.LEVELS), help="default: recorder.log_level")
     args = ap.parse_args(argv)
+    _logging.configure(args.log_format or "plain", args.log_level or "info")
     if args.supervised:
         _die_with_parent()
         if os.getppid() == 1:
@@ -441,31 +447,48 @@ def main(argv: list[str] | None = None) -> int:
     # The router thread must get the GIL back quickly from a validating actor:
     # with the default 5 ms switch interval every ack waits up to 5 ms more.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    lock: int | None = None
     try:
         config = load_config(args.config)
+        if args.log_format is None or args.log_level is None:
+            _logging.configure(args.log_format or config.recorder.log_format,
+                               args.log_level or config.recorder.log_level)
         root = args.data_root or config.recorder.data_root
         ep = endpoints(config, root)
+        Registry.from_config(config)  # models import and paths cannot collide: before anything is created
         if not args.supervised:
-            lock_endpoints(ep)
+            lock = lock_endpoints(ep)
         store = Store(config, data_root=root)
     except RecorderError as e:
-        print(f"recorder: error: {e}", file=sys.stderr, flush=True)
+        _log.error("%s", e)
+        if lock is not None:
+            release_endpoints(ep, lock)
         return 2
     router = Router(store, ep, args.restarts)
     router.stopping = stop["flag"]
     try:
         router.bind()
     except (RecorderError, zmq.ZMQError) as e:
-        print(f"recorder: error: {e}", file=sys.stderr, flush=True)
+        _log.error("%s", e)
         store.close()
         router.close_sockets()
+        if lock is not None:
+            release_endpoints(ep, lock)
         return 2
     store.event("recorder_ready", {"pid": os.getpid(), "epoch": router.epoch, "restarts": args.restarts})
     ready = {"pid": os.getpid(), "epoch": router.epoch, "ingress": ep.ingress, "control": ep.control,
              "data_root": store.root}
+    _log.info("recording into %s: %d types, ingress %s, control %s", store.root, len(router.actors),
+              ep.ingress, ep.control, extra={"fields": {"restarts": args.restarts}})
     sys.stdout.write("READY " + msgspec.json.encode(ready).decode() + "\n")
     sys.stdout.flush()
-    return router.serve()
+    rc = router.serve()
+    if rc == 0:
+        _log.info("stopped cleanly: %d records written, %d refused by the writers",
+                  sum(a.records for a in router.actors.values()), sum(a.rejects for a in router.actors.values()))
+    if lock is not None:
+        release_endpoints(ep, lock)
+    return rc
 
 
 if __name__ == "__main__":

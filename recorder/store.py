@@ -6,8 +6,8 @@ used directly it is a library for single-process producers and for tests.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import threading
 import time
 import uuid
@@ -35,6 +35,7 @@ from .writer import Entry, TypeWriter, open_journal
 __all__ = ["Store", "INTERNAL_DIR"]
 
 INTERNAL_DIR = "_recorder"
+_log = logging.getLogger("recorder.store")
 _LEASE = 1_000_000  # sequence numbers reserved per durable lease write
 
 
@@ -239,7 +240,7 @@ class Store:
                 # Events often report a failing disk; losing one must not turn a
                 # stored record into a refusal or stop a writer. Counted, and said.
                 self.events_dropped += 1
-                print(f"recorder: audit event {kind!r} not written: {e}", file=sys.stderr, flush=True)
+                _log.error("audit event %r not written: %s", kind, e)
 
     # -- validating and writing -------------------------------------------
     def check(self, rec: Record) -> Accepted:

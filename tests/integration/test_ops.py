@@ -1,8 +1,9 @@
-"""What users meet first: their own model, recorded from another directory."""
+"""What users and operators meet first: their own model, log lines, a tidy start and stop."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import signal
@@ -16,6 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from recorder import Client, read
+from recorder._run import endpoints
+from recorder.config import default_config_text, load_config
 from recorder.protocol import decode_record
 from recorder.testing import sample_message
 
@@ -23,6 +26,7 @@ from .service_support import Procs, clean_env, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "tests" / "data" / "a3cp"
+PLAIN = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) recorder\.[a-z]+: .+")
 
 
 def walkthrough() -> list[tuple[str, str]]:
@@ -38,6 +42,11 @@ def run_cli(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     assert args[0] == "recorder", line
     return subprocess.run([sys.executable, "-m", "recorder", *args[1:]], cwd=cwd, capture_output=True,
                           text=True, timeout=60, env=clean_env())
+
+
+def run_dir(root: Path, config: Path | None = None) -> Path:
+    """The run directory (sockets and endpoint lock) a recorder on ``root`` uses."""
+    return Path(endpoints(load_config(config), str(root)).run_dir)
 
 
 def test_own_model_walkthrough_from_another_directory(procs: Procs, tmp_path: Path) -> None:
@@ -89,3 +98,49 @@ def test_client_makes_a_record_id_once_and_resends_it(procs: Procs, data_root: P
     procs.supervisor(data_root)
     c.flush(timeout=30)
     assert [e["record_id"] for e in read(data_root, schema_type="feedback_log")] == [made]
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_clean_stop_logs_start_and_stop_and_leaves_no_run_files(procs: Procs, data_root: Path, fmt: str) -> None:
+    """`recorder run` logs a start and a clean-stop line with time, level and component (plain or JSON),
+    and after a clean stop its sockets, lock and run directory are gone."""
+    sup = procs.supervisor(data_root, extra=["--log-format", fmt])
+    where = run_dir(data_root)
+    assert (where / "lock").exists() and (where / "control").exists()
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(15) == 0, sup.describe()
+    assert not where.exists(), sorted(os.listdir(where))
+    lines = [ln for ln in sup.err if ln.strip()]
+    if fmt == "plain":
+        assert all(PLAIN.fullmatch(ln) for ln in lines), lines
+        seen = [(m.group(1), ln.split(" ", 3)[2].rstrip(":"), ln) for ln in lines if (m := PLAIN.match(ln))]
+    else:
+        objs = [json.loads(ln) for ln in lines]
+        assert all({"time", "level", "component", "message", "pid"} <= set(o) for o in objs), objs
+        seen = [(o["level"], o["component"], o["message"]) for o in objs]
+    assert any(c == "recorder.supervisor" and "supervising" in text for _lv, c, text in seen), seen
+    assert any(c == "recorder.service" and "recording into" in text for _lv, c, text in seen), seen
+    assert any(c == "recorder.service" and "stopped cleanly" in text for _lv, c, text in seen), seen
+    assert any(c == "recorder.supervisor" and "stopped cleanly" in text for _lv, c, text in seen), seen
+    assert {lv for lv, _c, _t in seen} == {"INFO"}, seen
+
+
+def test_refused_start_creates_or_leaves_nothing(procs: Procs, tmp_path: Path) -> None:
+    """A config whose model does not import is refused (exit 2) before the data root or run directory
+    exists; a start the recorder process refuses (exit 2) removes the run directory again."""
+    root = tmp_path / "data"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[types.note]\nmodel = "no_such_module_for_recorder:Note"\n', encoding="utf-8")
+    sup = procs.supervisor(root, extra=["--config", str(bad)], ready=False)
+    assert sup.wait(30) == 2, sup.describe()
+    assert "types.note.model" in sup.stderr() and len(sup.err) == 1, sup.err
+    assert not root.exists() and not run_dir(root, bad).exists()
+
+    refused = tmp_path / "curve.toml"
+    refused.write_text(default_config_text().replace(
+        "[recorder]\n", '[recorder]\ncurve_server_secret = "missing.key_secret"\ncurve_clients_dir = "nowhere"\n', 1),
+        encoding="utf-8")
+    sup = procs.supervisor(root, extra=["--config", str(refused)], ready=False)
+    assert sup.wait(30) == 2, sup.describe()
+    assert "missing.key_secret" in sup.stderr()
+    assert not run_dir(root, refused).exists()
