@@ -101,7 +101,8 @@ def _cmd_read(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .supervisor import Supervisor
 
-    return Supervisor(args.config, args.data_root, log_format=args.log_format, log_level=args.log_level).run()
+    return Supervisor(args.config, args.data_root, log_format=args.log_format, log_level=args.log_level,
+                      metrics=args.metrics).run()
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -140,6 +141,14 @@ def _cmd_stats(args: argparse.Namespace) -> int:
               f"{t['batch_mean']:>7}{t['batch_max']:>6}{t['queue_depth']:>7}"
               f"{lat.get('p50', 0):>8.2f}{lat.get('p99', 0):>8.2f}{lat.get('max', 0):>8.2f}"
               f"{acc.get('fast', 0):>9}{acc.get('reference', 0):>8}{acc.get('disagreements', 0):>9}")
+    refused = {name: t.get("rejects_by_code", {}) for name, t in stats["types"].items()}
+    for name, by_code in stats.get("rejects_at_ingress", {}).items():
+        mine = refused.setdefault(name, {})
+        for code, n in by_code.items():
+            mine[code] = mine.get(code, 0) + n
+    for name, by_code in refused.items():
+        if by_code:
+            print(f"rejected {name}: " + ", ".join(f"{code} {n}" for code, n in sorted(by_code.items())))
     return 0
 
 
@@ -324,6 +333,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("run", "run a supervised recorder (restarts it on crash; SIGTERM or Ctrl-C stops it)")
     _config(p, "types, models, endpoints, limits")
+    p.add_argument("--metrics", metavar="[HOST:]PORT",
+                   help="serve Prometheus metrics on this address (default: recorder.metrics_address; "
+                        "a bare port binds 127.0.0.1; port 0 picks a free one)")
     p.set_defaults(func=_cmd_run)
 
     p = command("stats", "counters of a running recorder")

@@ -20,7 +20,7 @@ import msgspec
 from ._paths import check_identifier
 from .exceptions import ConfigError, UnsafeIdentifier
 
-__all__ = ["RecorderSettings", "TypeConfig", "Config", "load_config", "default_config_text"]
+__all__ = ["RecorderSettings", "TypeConfig", "Config", "load_config", "default_config_text", "metrics_address"]
 
 Format = Literal["jsonl", "parquet"]
 Durability = Literal["fsync", "os"]
@@ -81,6 +81,9 @@ class RecorderSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     # log lines of `recorder run` and the recorder process (stderr)
     log_format: LogFormat = "plain"
     log_level: LogLevel = "info"
+    # Prometheus endpoint of the supervisor: "" (off), "PORT" (on 127.0.0.1) or "HOST:PORT"
+    metrics_address: str = ""
+    metrics_timeout_s: float = 1.0
 
 
 class Config(msgspec.Struct, kw_only=True):
@@ -137,6 +140,19 @@ def _blame_defaults(err: ConfigError, prefix: str, table: dict[str, Any], defaul
     return err
 
 
+def metrics_address(text: str) -> tuple[str, int]:
+    """``"9464"`` -> ("127.0.0.1", 9464); ``"0.0.0.0:9464"`` -> ("0.0.0.0", 9464); port 0: any free port.
+
+    Raises:
+        ValueError: not ``PORT`` or ``HOST:PORT`` with a port in 0..65535.
+    """
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not PORT or HOST:PORT (port 0-65535)")
+    return host, int(port)
+
+
 def parse_config(text: str, source: str, directory: str | None = None) -> Config:
     """Parse config text; ``source`` names it in errors, ``directory`` is where it lives.
 
@@ -158,6 +174,13 @@ def parse_config(text: str, source: str, directory: str | None = None) -> Config
         raise ConfigError(source, "recorder.restart_limit", "must be at least 1")
     if settings.restart_window_s <= 0:
         raise ConfigError(source, "recorder.restart_window_s", "must be positive")
+    if settings.metrics_timeout_s <= 0:
+        raise ConfigError(source, "recorder.metrics_timeout_s", "must be positive")
+    if settings.metrics_address:
+        try:
+            metrics_address(settings.metrics_address)
+        except ValueError as e:
+            raise ConfigError(source, "recorder.metrics_address", str(e)) from e
     if bool(settings.curve_server_secret) != bool(settings.curve_clients_dir):
         raise ConfigError(source, "recorder.curve_clients_dir",
                           "CURVE needs both curve_server_secret and curve_clients_dir (authentication is enforced)")

@@ -29,7 +29,7 @@ import zmq.auth
 from . import _durable, _logging
 from . import protocol as P
 from ._run import Endpoints, endpoints, lock_endpoints, release_endpoints
-from .actor import Done, EndSession, WriterActor
+from .actor import BATCH_BOUNDS, LATENCY_BOUNDS_NS, Done, EndSession, WriterActor
 from .config import load_config
 from .exceptions import RecorderError, RecordTooLarge, UnknownSchemaError, ValidationError
 from .registry import Registry
@@ -42,6 +42,7 @@ _PRODUCER = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_SEQ = 2**62  # producer sequences stay far inside msgpack's 64-bit integers
 MAX_INBOX = 50_000  # records queued for one actor before ingress pauses
 PRODUCER_TTL_S = 3600.0  # idle producers with nothing pending are forgotten after this
+UNREGISTERED = "(unregistered)"  # the schema_type label of records of an unknown type
 _log = logging.getLogger("recorder.service")
 
 
@@ -91,6 +92,8 @@ class Router:
         self.done_q: queue.SimpleQueue[Done] = queue.SimpleQueue()
         self.counters = {"received": 0, "duplicates": 0, "gaps": 0, "unknown_producer": 0,
                          "bad_frames": 0, "acks_sent": 0, "acks_undeliverable": 0}
+        #: records refused before reaching a writer: schema type (or UNREGISTERED) -> code -> count
+        self.ingress_rejects: dict[str, dict[str, int]] = {}
         self.actors = {name: WriterActor(store, name, self._report) for name in store.writers}
         self._wake_push: dict[int, zmq.Socket[bytes]] = {}  # one inproc socket per actor thread
         self.proc = psutil.Process()
@@ -258,6 +261,8 @@ class Router:
             if actor is not None:
                 err = RecordTooLarge(r.schema_type, len(r.record), self.max_msg)
             self.store.reject(r.schema_type, r.record, err, r.producer, r.pseq, "wire")
+            by_code = self.ingress_rejects.setdefault(r.schema_type if actor is not None else UNREGISTERED, {})
+            by_code[err.code] = by_code.get(err.code, 0) + 1
             self._finish(r.producer, st, r.pseq, (err.code, err.field, err.reason))
             self._ack(r.producer, st)
             return
@@ -393,6 +398,12 @@ class Router:
                 # records taken on the typed fast path, by the reference rules, and those the
                 # fast path refused where the reference (pydantic) accepted
                 "accept": dict(a.accept.counts),
+                "rejects_by_code": dict(a.rejects_by_code),
+                # since start: count per bucket of the bounds (the last bucket: beyond them)
+                "ack_latency_hist": {"bounds_ns": LATENCY_BOUNDS_NS, "counts": list(a.latency_counts),
+                                     "sum_ns": a.latency_sum_ns},
+                "batch_size_hist": {"bounds": BATCH_BOUNDS, "counts": list(a.batch_counts),
+                                    "sum": a.records},
             }
         disk = psutil.disk_usage(self.store.root)
         with self.proc.oneshot():
@@ -405,6 +416,8 @@ class Router:
             "producers": len(self.producers), **self.counters,
             "quarantined": self.store.quarantine.count, "quarantine_dropped": self.store.quarantine.dropped,
             "audit_events_dropped": self.store.events_dropped,
+            "rejects_at_ingress": {t: dict(c) for t, c in self.ingress_rejects.items()},
+            "seal_backlog": self.store.sealer.jobs.qsize(),
             "cpu_s": round(cpu.user + cpu.system, 3), "rss_bytes": rss,
             "disk": {"total": disk.total, "used": disk.used, "free": disk.free, "percent": disk.percent},
             "types": types,
@@ -484,8 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     rc = router.serve()
     if rc == 0:
-        _log.info("stopped cleanly: %d records written, %d refused by the writers",
-                  sum(a.records for a in router.actors.values()), sum(a.rejects for a in router.actors.values()))
+        _log.info("stopped cleanly: %d records written, %d refused", sum(a.records for a in router.actors.values()),
+                  sum(a.rejects for a in router.actors.values()) + sum(
+                      n for c in router.ingress_rejects.values() for n in c.values()))
     if lock is not None:
         release_endpoints(ep, lock)
     return rc

@@ -10,6 +10,7 @@ long as it runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -18,12 +19,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ._run import endpoints, lock_endpoints, release_endpoints, take_lock
-from .config import load_config
-from .exceptions import UsageError
+from .config import load_config, metrics_address
+from .exceptions import ConfigError, UsageError
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from ._metrics import MetricsServer
 
 __all__ = ["RestartPolicy", "Supervisor"]
 
@@ -89,16 +93,18 @@ class Supervisor:
         config: registry TOML, or None for the packaged default.
         data_root: overrides ``recorder.data_root``.
         policy: when to restart; default from ``restart_limit`` and ``restart_window_s``.
-        out: where READY lines go (default: stdout).
+        out: where READY and METRICS lines go (default: stdout).
         log_format, log_level: passed to the recorder process (default: the config's).
+        metrics: Prometheus address (``PORT`` or ``HOST:PORT``); overrides ``metrics_address``.
 
     Raises:
         ConfigError: the config is wrong or a model does not import.
-        UsageError: the data root cannot be used.
+        UsageError: the data root or the metrics address cannot be used.
     """
 
     def __init__(self, config: str | None, data_root: str | None, policy: RestartPolicy | None = None,
-                 out: IO[str] | None = None, *, log_format: str | None = None, log_level: str | None = None) -> None:
+                 out: IO[str] | None = None, *, log_format: str | None = None, log_level: str | None = None,
+                 metrics: str | None = None) -> None:
         self.config_path = config
         self.config = load_config(config)
         Registry.from_config(self.config)
@@ -108,6 +114,11 @@ class Supervisor:
         self.ep = endpoints(self.config, self.data_root)
         self.log_format = log_format or s.log_format
         self.log_level = log_level or s.log_level
+        address = s.metrics_address if metrics is None else metrics
+        try:
+            self.metrics_at = metrics_address(address) if address else None
+        except ValueError as e:
+            raise UsageError("--metrics", str(e)) from e
         self.policy = policy or RestartPolicy(max_restarts=s.restart_limit, window=s.restart_window_s)
         self.out = out or sys.stdout
         self.restarts = 0
@@ -115,6 +126,7 @@ class Supervisor:
         self.child: subprocess.Popen[str] | None = None
         self._endpoint_lock: int | None = None
         self._locks: list[int] = []
+        self._metrics: MetricsServer | None = None
 
     def _lock(self) -> None:
         self._endpoint_lock = lock_endpoints(self.ep)
@@ -134,6 +146,29 @@ class Supervisor:
         if self._endpoint_lock is not None:
             release_endpoints(self.ep, self._endpoint_lock)  # sockets, lock and the run directory
             self._endpoint_lock = None
+
+    def _serve_metrics(self) -> None:
+        if self.metrics_at is None:
+            return
+        try:
+            from ._metrics import MetricsServer
+        except ImportError as e:
+            raise ConfigError(self.config.source, "recorder.metrics_address",
+                              f"needs the prometheus_client package (pip install 'recorder[metrics]'): {e}") from e
+        curve = None
+        s = self.config.recorder
+        if s.curve_server_secret:
+            import zmq.auth
+
+            # the supervisor asks with the recorder's own key pair: list server.key in curve_clients_dir
+            public, secret = zmq.auth.load_certificate(s.curve_server_secret)
+            if secret is not None:
+                curve = (public, public, secret)
+        self._metrics = MetricsServer(*self.metrics_at, self.ep.control, s.metrics_timeout_s, curve,
+                                      lambda: self.restarts)
+        _log.info("metrics at %s", self._metrics.url)
+        self.out.write("METRICS " + json.dumps({"url": self._metrics.url}) + "\n")
+        self.out.flush()
 
     def _spawn(self) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "recorder.router", "--supervised",
@@ -177,10 +212,11 @@ class Supervisor:
 
         Raises:
             RecorderError: another recorder runs on the data root, or the
-                data root cannot be used.
+                data root or metrics address cannot be used.
         """
         try:
             self._lock()
+            self._serve_metrics()
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
             _log.info("supervising a recorder on %s (config %s)", self.data_root, self.config.source,
@@ -190,6 +226,8 @@ class Supervisor:
             if self.child is not None and self.child.poll() is None:
                 self.child.kill()
                 self.child.wait()
+            if self._metrics is not None:
+                self._metrics.close()
             self._unlock()
 
     def _supervise(self) -> int:

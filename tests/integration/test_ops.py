@@ -1,4 +1,4 @@
-"""What users and operators meet first: their own model, log lines, a tidy start and stop."""
+"""What users and operators meet first: their own model, log lines, a tidy start and stop, Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ import shlex
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from recorder import Client, read
+from recorder import Client, RejectedError, read
 from recorder._run import endpoints
 from recorder.config import default_config_text, load_config
 from recorder.protocol import decode_record
@@ -144,3 +147,58 @@ def test_refused_start_creates_or_leaves_nothing(procs: Procs, tmp_path: Path) -
     assert sup.wait(30) == 2, sup.describe()
     assert "missing.key_secret" in sup.stderr()
     assert not run_dir(root, refused).exists()
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """One scrape of a Prometheus endpoint: (sample name, labels) -> value."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=20) as r:
+        text = r.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def value(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    """The sample ``name{labels}`` of a scrape (a KeyError names what is missing)."""
+    return metrics[(name, frozenset(labels.items()))]
+
+
+def test_metrics_scrape_across_a_recorder_restart(procs: Procs, data_root: Path,
+                                                  clients: Callable[..., Client]) -> None:
+    """The supervisor's /metrics reports the recorder's figures, recorder_up 0 while it does not answer,
+    and counters that move again after a restart (restarts 0 -> 1)."""
+    sup = procs.supervisor(data_root, extra=["--metrics", "127.0.0.1:0"])
+    url: Any = wait_for(lambda: next((json.loads(ln[len("METRICS "):])["url"] for ln in sup.out
+                                      if ln.startswith("METRICS ")), None), 10, "the METRICS line")
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
+    c = clients(data_root, timeout=30)
+    for i in range(20):
+        c.record(sample_message("user01", "sess01", i), schema_type="a3cp_message")
+    c.flush(timeout=30)
+    m = scrape(url)
+    t = {"schema_type": "a3cp_message"}
+    assert value(m, "recorder_up") == 1 and value(m, "recorder_restarts_total") == 0
+    assert value(m, "recorder_records_total", **t) == 20
+    assert value(m, "recorder_ack_latency_seconds_count", **t) == 20
+    assert value(m, "recorder_batch_size_sum", **t) == 20
+    assert value(m, "recorder_ack_latency_seconds_bucket", le="+Inf", **t) == 20
+    assert value(m, "recorder_queue_depth", **t) == 0 and value(m, "recorder_disk_free_bytes") > 0
+    child = sup.first_ready["pid"]
+    os.kill(child, signal.SIGSTOP)
+    try:
+        m = scrape(url)
+        assert value(m, "recorder_up") == 0 and value(m, "recorder_restarts_total") == 0
+        assert ("recorder_records_total", frozenset(t.items())) not in m
+    finally:
+        os.kill(child, signal.SIGKILL)
+    assert sup.next_ready(30)["pid"] != child
+    for i in range(20, 30):
+        c.record(sample_message("user01", "sess01", i), schema_type="a3cp_message")
+    c.record(b'{"not": "known"}', schema_type="no_such_type", schema_version="1.0.0")
+    with pytest.raises(RejectedError):
+        c.flush(timeout=30)
+    m = scrape(url)
+    assert value(m, "recorder_up") == 1 and value(m, "recorder_restarts_total") == 1
+    assert value(m, "recorder_records_total", **t) == 10  # a new process: counting from zero again
+    assert value(m, "recorder_ack_latency_seconds_count", **t) == 10
+    assert value(m, "recorder_rejected_total", schema_type="(unregistered)", code="unknown_schema") == 1
