@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,6 +15,12 @@ from recorder import NotARecording, Store, __version__, read_table, verify
 from recorder._progress import Progress
 from recorder.cli import EXIT_CODES, _parser, main
 from recorder.testing import sample_message
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # benchmarks/ is a top-level package of the repository, not installed
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.__main__ import main as bench  # noqa: E402
 
 PATH_COMMANDS = [
     ["read"],
@@ -212,3 +219,12 @@ def test_progress_prints_nothing_into_a_pipe(capsys: pytest.CaptureFixture[str])
         p.advance(1)
     p.done()
     assert capsys.readouterr().err == ""
+
+
+def test_benchmarks_refuse_an_out_directory_before_running(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m benchmarks compare --out DIR` (or into a missing directory) is refused at once (exit 2)."""
+    for out in (str(tmp_path), str(tmp_path / "missing" / "x.json")):
+        with pytest.raises(SystemExit) as info:
+            bench(["compare", "--out", out])
+        assert info.value.code == 2 and "--out" in capsys.readouterr().err
