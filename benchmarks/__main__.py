@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 #: Case modules (``benchmarks/<name>.py``); each exposes ``add_parser(subparsers)``,
 #: which adds its subcommand and sets ``func`` (args -> exit code) as a default.
@@ -30,8 +31,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line and run the chosen case."""
-    args = _parser().parse_args(argv)
+    """Parse the command line, refuse an unusable --out before the run, and run the chosen case."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    out = getattr(args, "out", None)
+    if out:
+        path = Path(out)
+        if path.is_dir():
+            parser.error(f"argument --out: {out} is a directory; name the results file (a .json path)")
+        if not path.parent.is_dir():
+            parser.error(f"argument --out: directory {path.parent} does not exist")
     return int(args.func(args))
 
 

@@ -119,8 +119,7 @@ def write_results(name: str, payload: dict[str, Any], out: str | Path | None = N
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         path = RESULTS_DIR / f"{name}-{stamp}.json"
     else:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = Path(out)  # its directory exists: main() checked before the run
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return path
 

@@ -244,7 +244,7 @@ def _write_recording(root: Path, rate: float, n: int) -> None:
 def _one(args: argparse.Namespace) -> int:
     import psutil
 
-    from recorder.cli import _realtime, _ZmqSink
+    from recorder._cli_replay import _realtime, _ZmqSink
     from recorder.replay import Replay, SystemClock
 
     rate = args.rates[0]

@@ -10,6 +10,7 @@ from .exceptions import (
     CorruptionError,
     DeniedFieldError,
     DurabilityError,
+    NotARecording,
     RecorderError,
     RecorderUnavailable,
     RecordTooLarge,
@@ -17,6 +18,7 @@ from .exceptions import (
     StorageFull,
     UnknownSchemaError,
     UnsafeIdentifier,
+    UsageError,
     ValidationError,
 )
 from .reader import Problem, read, read_table, verify
@@ -35,6 +37,7 @@ __all__ = [
     "CorruptionError",
     "DeniedFieldError",
     "DurabilityError",
+    "NotARecording",
     "Problem",
     "RecordTooLarge",
     "RecorderError",
@@ -45,6 +48,7 @@ __all__ = [
     "Store",
     "UnknownSchemaError",
     "UnsafeIdentifier",
+    "UsageError",
     "ValidationError",
     "fast_check",
     "fast_implied",

@@ -1,4 +1,4 @@
-"""A small progress line on stderr for long work (verify, export, benchmarks)."""
+"""A small progress line on stderr for long work (verify, export), drawn only on a terminal."""
 
 from __future__ import annotations
 
@@ -9,20 +9,18 @@ import time
 class Progress:
     """Redraws ``label  42%  12.3 MB/s`` at most ten times a second.
 
-    On a terminal it redraws one line; elsewhere (CI logs) it prints a line
-    per tenth of the work, so logs stay short.
+    Only when stderr is a terminal: into a pipe, a file or a CI log it
+    prints nothing, so the output of a command stays its result.
     """
 
     def __init__(self, total: int, label: str, enabled: bool = True, unit: str = "B") -> None:
         self.total = max(total, 1)
         self.label = label
-        self.enabled = enabled
+        self.enabled = enabled and sys.stderr.isatty()
         self.unit = unit
         self.done_n = 0
         self.start = time.monotonic()
         self.last = 0.0
-        self.tty = sys.stderr.isatty()
-        self.printed_tenth = -1
 
     def advance(self, n: int) -> None:
         """Count ``n`` more units of work done."""
@@ -30,15 +28,10 @@ class Progress:
         if not self.enabled:
             return
         now = time.monotonic()
-        if self.tty and now - self.last >= 0.1:
+        if now - self.last >= 0.1:
             self.last = now
             sys.stderr.write("\r" + self._line(now))
             sys.stderr.flush()
-        elif not self.tty:
-            tenth = 10 * self.done_n // self.total
-            if tenth > self.printed_tenth:
-                self.printed_tenth = tenth
-                sys.stderr.write(self._line(now) + "\n")
 
     def _line(self, now: float) -> str:
         pct = 100 * self.done_n / self.total
@@ -49,6 +42,6 @@ class Progress:
 
     def done(self) -> None:
         """Finish the line."""
-        if self.enabled and self.tty:
+        if self.enabled:
             sys.stderr.write("\r" + self._line(time.monotonic()) + "\n")
             sys.stderr.flush()

@@ -12,10 +12,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
+from bisect import bisect_left
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ._ids import with_default_version
 from .exceptions import DurabilityError, RecorderError, StorageFull, ValidationError
 from .protocol import Record
 from .store import Store
@@ -28,6 +30,10 @@ Item = tuple[Record, int, int]
 _STOP = None
 MAX_BATCH_BYTES = 1 << 20  # a batch stays small enough for restart de-duplication to see whole
 HOUSEKEEPING_S = 1.0  # an idle actor checks segment age and session idleness this often
+#: histogram bucket bounds (upper, inclusive) of recorder_ack_latency_seconds and recorder_batch_size
+LATENCY_BOUNDS_NS = tuple(int(s * 1e9) for s in (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                  0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+BATCH_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class WriterActor(threading.Thread):
         self.max_batch = max_batch
         self.inbox: queue.SimpleQueue[Item | EndSession | None] = queue.SimpleQueue()
         self.accept = store.acceptors[schema_type]
+        self.default_version = store.registry.get(schema_type).config.default_version
         # counters read by `recorder stats` (written only by this thread)
         self.records = 0
         self.bytes = 0
@@ -69,6 +76,11 @@ class WriterActor(threading.Thread):
         self.batches = 0
         self.batch_sizes: deque[int] = deque(maxlen=4096)
         self.latencies_ns: deque[int] = deque(maxlen=16384)  # receive -> durable
+        self.rejects_by_code: Counter[str] = Counter()
+        # histograms since start, per bucket of the bounds above (the last: beyond them)
+        self.latency_counts = [0] * (len(LATENCY_BOUNDS_NS) + 1)
+        self.latency_sum_ns = 0
+        self.batch_counts = [0] * (len(BATCH_BOUNDS) + 1)
         self.full_since = 0.0
         self._last_housekeeping = time.monotonic()
 
@@ -142,6 +154,8 @@ class WriterActor(threading.Thread):
         entries: list[Entry] = []
         size = 0
         for frame, seq, received in batch:
+            if self.default_version and frame.schema_version is None:
+                with_default_version(frame, self.default_version)
             try:
                 acc = self.accept(frame)
             except ValidationError as e:
@@ -160,6 +174,7 @@ class WriterActor(threading.Thread):
             for en in entries:
                 done.rejected.append((en.producer, en.pseq, e.code, "$", e.reason))
             self.rejects += len(entries)
+            self.rejects_by_code[e.code] += len(entries)
             return done
         except DurabilityError as e:
             done.fatal = e  # never retried on this descriptor: exit, recover from disk
@@ -172,11 +187,18 @@ class WriterActor(threading.Thread):
         self.bytes += size
         self.batches += 1
         self.batch_sizes.append(len(entries))
-        self.latencies_ns.extend(now - en.received_ns for en in entries)
+        self.batch_counts[bisect_left(BATCH_BOUNDS, len(entries))] += 1
+        latencies = [now - en.received_ns for en in entries]
+        self.latencies_ns.extend(latencies)
+        counts = self.latency_counts
+        for ns in latencies:
+            counts[bisect_left(LATENCY_BOUNDS_NS, ns)] += 1
+        self.latency_sum_ns += sum(latencies)
         return done
 
     def _reject(self, done: Done, frame: Record, e: ValidationError) -> None:
         self.rejects += 1
+        self.rejects_by_code[e.code] += 1
         done.rejected.append((frame.producer, frame.pseq, e.code, e.field, e.reason))
         try:
             self.store.reject(frame.schema_type, frame.record, e, frame.producer, frame.pseq, "wire")

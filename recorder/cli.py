@@ -1,79 +1,131 @@
-"""The ``recorder`` command: demo, run, stats, read, verify, catalog, export, keygen, replay, recheck."""
+"""The recorder command: record A3CP pipeline records validated, in order, durable and hash-chained.
+
+Commands: demo, run, stats, read, verify, catalog, export, replay, recheck, keygen.
+Every command takes the data root as --data-root (read, verify, catalog
+and export also as their first argument).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import signal
 import sys
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from datetime import datetime
+from pathlib import Path
 
 import msgspec
 
-from ._env import iso_ns
-from .exceptions import RecorderError
-from .reader import read, verify
+from . import __version__, _logging
+from ._cli_replay import add_commands as _replay_commands
+from .config import load_config
+from .exceptions import (
+    ConfigError,
+    CorruptionError,
+    DurabilityError,
+    NotARecording,
+    RecorderError,
+    RecorderUnavailable,
+    StorageFull,
+    UsageError,
+)
+from .reader import data_files, read, recorded_types, verify
 
-if TYPE_CHECKING:
-    from .replay import Replay
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+EXIT_CODES = """exit codes:
+  0  done, nothing wrong
+  1  problems found: verify found damage, read skipped malformed lines, the demo's checks failed
+  2  usage or configuration error: a wrong option, path, schema type or config (nothing was done)
+  3  runtime failure: no recorder answered, a disk or file operation failed, run gave up restarting
+"""
+_log = logging.getLogger("recorder.cli")
+
+
+def _root(args: argparse.Namespace) -> str:
+    """The data root: the positional argument or --data-root (they must agree), else the config's."""
+    given = [r for r in (getattr(args, "root", None), args.data_root) if r]
+    if len(given) == 2 and os.path.realpath(given[0]) != os.path.realpath(given[1]):
+        raise UsageError("--data-root", f"{given[1]!r} differs from the data root argument {given[0]!r}")
+    return given[0] if given else load_config(getattr(args, "config", None)).recorder.data_root
+
+
+def _time_arg(text: str) -> str:
+    """An ISO-8601 time or date (a bound without a zone is UTC); argparse names the option on failure."""
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO-8601 time (e.g. 2026-01-31 or 2026-01-31T12:00:00Z)") from None
+    return text
+
+
+def _check_type(root: str, schema_type: str, config: str | None) -> None:
+    """A --type must be recorded in ``root`` or registered in the config."""
+    if data_files(root, schema_type=schema_type) or schema_type in load_config(config).types:
+        return
+    present = ", ".join(sorted(recorded_types(root))) or "none"
+    raise UsageError("--type", f"no schema type {schema_type!r} in {root} nor in the config "
+                               f"(types recorded there: {present})")
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    n, problems = verify(args.paths, show_progress=not args.quiet)
+    paths = list(args.paths) + ([args.data_root] if args.data_root else [])
+    n, problems = verify(paths or [_root(args)], show_progress=not args.quiet)
     for p in problems:
         print(f"BAD  {p}")
     print(f"verify: {n} files checked, {len(problems)} with problems")
-    return 1 if problems else 0
+    return EXIT_PROBLEMS if problems else EXIT_OK
 
 
 def _cmd_read(args: argparse.Namespace) -> int:
+    root = _root(args)
+    if args.type:
+        _check_type(root, args.type, args.config)
+    skipped: list[CorruptionError] = []
+
+    def on_problem(problem: CorruptionError) -> None:
+        skipped.append(problem)
+        _log.warning("skipped a malformed line: %s", problem)
+
     out = sys.stdout.buffer
-    for e in read(args.root, schema_type=args.type, user_id=args.user, session_id=args.session,
-                  since=args.since, until=args.until):
+    for e in read(root, schema_type=args.type, user_id=args.user, session_id=args.session,
+                  since=args.since, until=args.until, strict=args.strict, on_problem=on_problem):
         out.write(msgspec.json.encode(e) + b"\n")
     out.flush()
-    return 0
+    if skipped:
+        _log.warning("%d malformed lines skipped (recorder verify names the damage; --strict stops at it)",
+                     len(skipped))
+    return EXIT_PROBLEMS if skipped else EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .supervisor import Supervisor
 
-    return Supervisor(args.config, args.data_root).run()
+    return Supervisor(args.config, args.data_root, log_format=args.log_format, log_level=args.log_level,
+                      metrics=args.metrics).run()
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     import zmq
 
-    from . import protocol as P
     from ._run import endpoints
-    from .config import load_config
-    from .exceptions import RecorderUnavailable
+    from ._stats import fetch_stats
 
     cfg = load_config(args.config)
     ep = endpoints(cfg, args.data_root or cfg.recorder.data_root)
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
+    curve = None
     if args.curve_server_public or args.curve_client_secret:
         from .client import _load_curve
 
-        sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = _load_curve(
-            args.curve_server_public, args.curve_client_secret)
+        curve = _load_curve(args.curve_server_public, args.curve_client_secret)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        sock.connect(ep.control)
-        sock.send(P.encode(P.StatsRequest()))
-        if not sock.poll(int(args.timeout * 1000)):
-            raise RecorderUnavailable(f"no answer from {ep.control} within {args.timeout} s")
-        reply = P.decode_control(sock.recv())
+        stats = fetch_stats(ctx, ep.control, args.timeout, curve)
     finally:
-        sock.close()
         ctx.term()
-    assert isinstance(reply, P.StatsReply)
-    stats = msgspec.json.decode(reply.body)
     if args.json:
-        print(msgspec.json.format(reply.body, indent=2).decode())
+        print(msgspec.json.format(msgspec.json.encode(stats), indent=2).decode())
         return 0
     print(f"recorder pid {stats['pid']}  up {stats['uptime_s']:.0f} s  restarts {stats['restarts']}  "
           f"producers {stats['producers']}  cpu {stats['cpu_s']:.1f} s  rss {stats['rss_bytes'] / 2**20:.0f} MiB")
@@ -90,30 +142,37 @@ def _cmd_stats(args: argparse.Namespace) -> int:
               f"{t['batch_mean']:>7}{t['batch_max']:>6}{t['queue_depth']:>7}"
               f"{lat.get('p50', 0):>8.2f}{lat.get('p99', 0):>8.2f}{lat.get('max', 0):>8.2f}"
               f"{acc.get('fast', 0):>9}{acc.get('reference', 0):>8}{acc.get('disagreements', 0):>9}")
+    refused = {name: t.get("rejects_by_code", {}) for name, t in stats["types"].items()}
+    for name, by_code in stats.get("rejects_at_ingress", {}).items():
+        mine = refused.setdefault(name, {})
+        for code, n in by_code.items():
+            mine[code] = mine.get(code, 0) + n
+    for name, by_code in refused.items():
+        if by_code:
+            print(f"rejected {name}: " + ", ".join(f"{code} {n}" for code, n in sorted(by_code.items())))
     return 0
 
 
 def _cmd_catalog(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ._env import runtime_env
     from .catalog import rebuild
-    from .reader import _catalog
+    from .reader import _catalog, check_recording
 
+    root = str(check_recording(_root(args)))
     if args.rebuild:
-        import os
-
         from ._run import take_lock
 
-        fd = take_lock(os.path.join(args.root, "_recorder", "lock"),
-                       f"{args.root}: a recorder is running on it; stop it before rebuilding", mode=0o644)
+        if not os.path.isdir(os.path.join(root, "_recorder")):
+            raise NotARecording(root, "not a data root (no _recorder/ directory); --rebuild needs the data root")
+        fd = take_lock(os.path.join(root, "_recorder", "lock"),
+                       f"{root}: a recorder is running on it; stop it before rebuilding", mode=0o644)
         try:
-            n = rebuild(args.root, {"env": runtime_env("(rebuild)")})
+            n = rebuild(root, {"env": runtime_env("(rebuild)")})
         finally:
             os.close(fd)
         print(f"catalog rebuilt from manifests and tombstones: {n} entries")
         return 0
-    rows = sorted(_catalog(Path(args.root)).values(), key=lambda m: int(m["first_seq"] or 0))
+    rows = sorted(_catalog(Path(root)).values(), key=lambda m: int(m["first_seq"] or 0))
     print(f"{'schema type':<14}{'records':>8}{'bytes':>10}  {'first timestamp':<25}{'versions':<14}{'state':<10}path")
     for m in rows:
         if args.type and m["schema_type"] != args.type:
@@ -129,22 +188,33 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    import os
+def _out_path(out: str) -> str:
+    """The absolute --out path; refused when it is a directory or its directory does not exist."""
+    path = os.path.abspath(out)
+    if os.path.isdir(path):
+        raise UsageError("--out", f"{out} is a directory; name the file to write")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise UsageError("--out", f"directory {os.path.dirname(path)} does not exist (export creates none)")
+    return path
 
+
+def _cmd_export(args: argparse.Namespace) -> int:
     from . import _durable
     from ._progress import Progress
-    from .reader import data_files, read_table
+    from .reader import read_table
 
-    out = os.path.abspath(args.out)
-    files = data_files(args.root, schema_type=args.type, user_id=args.user, session_id=args.session)
+    root = _root(args)
+    out = _out_path(args.out)
+    files = data_files(root, schema_type=args.type, user_id=args.user, session_id=args.session)
+    if args.format == "jsonl":
+        _check_type(root, args.type, args.config)
     progress = Progress(len(files), "export", unit="files")
     dir_fd = _durable.open_root(os.path.dirname(out))
     try:
         if args.format == "parquet":
             import pyarrow.parquet as pq
 
-            table = read_table(args.root, args.type, config=args.config, user_id=args.user,
+            table = read_table(root, args.type, config=args.config, user_id=args.user,
                                session_id=args.session, since=args.since, until=args.until)
             progress.advance(len(files))
             _durable.publish(dir_fd, os.path.basename(out),
@@ -152,8 +222,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             n = table.num_rows
         else:
             lines = []
-            for e in read(args.root, schema_type=args.type, user_id=args.user, session_id=args.session,
-                          since=args.since, until=args.until):
+            for e in read(root, schema_type=args.type, user_id=args.user, session_id=args.session,
+                          since=args.since, until=args.until, strict=True):
                 e.pop("prev", None), e.pop("h", None), e.pop("commit", None)
                 lines.append(msgspec.json.encode(e))
             progress.advance(len(files))
@@ -167,8 +237,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    import os
-
     import zmq.auth
 
     os.makedirs(args.dir, mode=0o700, exist_ok=True)
@@ -185,321 +253,148 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-class _StdoutSink:
-    """``--to -``: one JSON line per record on stdout, flushed at once (a pipe gets it on time)."""
-
-    def __init__(self) -> None:
-        self.out = sys.stdout.buffer
-
-    def wait(self, n: int, timeout: float) -> None:
-        pass
-
-    def send(self, topic: str, data: bytes) -> None:
-        self.out.write(data + b"\n")
-        self.out.flush()
-
-    def close(self, linger_ms: int) -> None:
-        self.out.flush()
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes: the data root and the log format."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-root", metavar="DIR",
+                        help="the data root (default: recorder.data_root of the config, \"recording\")")
+    common.add_argument("--log-format", choices=["plain", "json"],
+                        help="log lines on stderr as plain text or JSON objects "
+                             "(default: recorder.log_format of the config, plain)")
+    common.add_argument("--log-level", choices=list(_logging.LEVELS),
+                        help="least important log lines shown (default: recorder.log_level of the config, info)")
+    return common
 
 
-class _ZmqSink:
-    """``--to ENDPOINT``: one message per record, [schema type, JSON], on an XPUB (pub) or PUSH socket.
-
-    XPUB reports each subscription, so ``--wait-subscribers`` starts the
-    schedule only once subscribers listen (ZeroMQ's slow joiner), and with
-    XPUB_NODROP a subscriber at its high-water mark slows the replay down
-    (the schedule error shows it) instead of losing records.
-    """
-
-    def __init__(self, endpoint: str, pattern: str, connect: bool, hwm: int) -> None:
-        import zmq
-
-        self.zmq = zmq
-        self.ctx = zmq.Context()
-        self.pub = pattern == "pub"
-        self.sock = self.ctx.socket(zmq.XPUB if self.pub else zmq.PUSH)
-        self.sock.setsockopt(zmq.SNDHWM, hwm)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        if self.pub:
-            self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only the first per topic
-            self.sock.setsockopt(zmq.XPUB_NODROP, 1)
-        self.monitor = None if self.pub else self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        self.sent = 0
-        try:
-            (self.sock.connect if connect else self.sock.bind)(endpoint)
-        except zmq.ZMQError as e:
-            self.close(0)
-            raise RecorderError(f"--to {endpoint}: cannot {'connect' if connect else 'bind'}: {e}") from e
-
-    def wait(self, n: int, timeout: float) -> None:
-        """Return once ``n`` subscriptions (pub) or peers (push) arrived; raises after ``timeout``."""
-        from zmq.utils.monitor import recv_monitor_message
-
-        from .exceptions import RecorderUnavailable
-
-        got = 0
-        deadline = time.monotonic() + timeout
-        while got < n:
-            left = deadline - time.monotonic()
-            sock = self.sock if self.monitor is None else self.monitor
-            if left <= 0 or not sock.poll(int(min(left, 0.2) * 1000) + 1):
-                if left <= 0:
-                    raise RecorderUnavailable(f"--wait-subscribers: {got} of {n} within {timeout:g} s")
-                continue
-            if self.monitor is None:
-                got += self.sock.recv()[:1] == b"\x01"  # 1: subscribe, 0: unsubscribe
-            else:
-                recv_monitor_message(self.monitor)
-                got += 1
-
-    def send(self, topic: str, data: bytes) -> None:
-        zmq = self.zmq
-        while True:
-            try:
-                self.sock.send_multipart([topic.encode(), data], flags=zmq.NOBLOCK)
-                break
-            except zmq.Again:  # a subscriber (or the PUSH peer) is full or absent: wait, Ctrl-C still works
-                self.sock.poll(100, zmq.POLLOUT)
-        self.sent += 1
-        if self.pub and self.sent % 256 == 0:
-            while self.sock.poll(0):
-                self.sock.recv()  # later (un)subscriptions
-
-    def close(self, linger_ms: int) -> None:
-        if self.monitor is not None:
-            self.sock.disable_monitor()
-            self.monitor.close(linger=0)
-        self.sock.close(linger=linger_ms)
-        self.ctx.term()
+def _filters(p: argparse.ArgumentParser, type_required: bool = False) -> None:
+    p.add_argument("--type", required=type_required, help="schema type, e.g. a3cp_message")
+    p.add_argument("--user", help="only records of this user_id")
+    p.add_argument("--session", help="only records of this session_id")
 
 
-class _Live:
-    """The replay's progress line on a terminal: records, position, speed, recent schedule error."""
-
-    def __init__(self, enabled: bool, speed: float | None) -> None:
-        self.enabled = enabled
-        self.speed = "max" if speed is None else f"{speed:g}x"
-        self.last = 0.0
-        self.seen = 0
-
-    def tick(self, rp: Replay, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self.last < 0.1):
-            return
-        self.last = now
-        window = sorted(rp.stats.samples[self.seen:])
-        self.seen = len(rp.stats.samples)
-        late = (f"  late p50 {window[len(window) // 2] / 1e6:.2f} p99 {window[int(len(window) * 0.99)] / 1e6:.2f} "
-                f"max {rp.stats.max_ns / 1e6:.2f} ms") if window else ""
-        at = iso_ns(rp.position_ns) if rp.position_ns is not None else "-"
-        sys.stderr.write(f"\rreplay: {rp.count} records  at {at}  {self.speed}{late}   ")
-        sys.stderr.flush()
+def _times(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", type=_time_arg, metavar="TIME",
+                   help="only records whose timestamp is at or after this ISO-8601 time (UTC if no zone)")
+    p.add_argument("--until", type=_time_arg, metavar="TIME",
+                   help="only records whose timestamp is before this ISO-8601 time (UTC if no zone)")
 
 
-def _summary(rp: Replay, seconds: float) -> str:
-    text = f"replay: {rp.count} records from {len(rp.files)} files in {seconds:.1f} s"
-    p = rp.stats.percentiles()
-    if p:
-        text += "; schedule error ms " + "  ".join(f"{k} {v:.3f}" for k, v in p.items())
-    return text
-
-
-def _realtime(priority: int = 10) -> str | None:
-    """Put this thread under SCHED_FIFO; None if done, else why not (the replay then plays as a normal thread)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except (OSError, AttributeError) as e:
-        return f"SCHED_FIFO not available ({e}); it needs CAP_SYS_NICE (root, or setcap cap_sys_nice)"
-    return None
-
-
-def _cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import Replay, parse_time
-
-    if not os.path.isdir(args.root):
-        raise RecorderError(f"ROOT {args.root}: no such directory")
-    parse_time(args.since, "--since")
-    parse_time(args.until, "--until")
-    if args.speed is not None and not args.speed > 0:
-        raise ValueError(f"--speed: {args.speed:g} must be > 0 (or --max: no waiting)")
-    if args.wait_subscribers < 0:
-        raise ValueError("--wait-subscribers: must be >= 0")
-    speed = None if args.max else (args.speed or 1.0)
-    sink: _StdoutSink | _ZmqSink = (_StdoutSink() if args.to == "-"
-                                    else _ZmqSink(args.to, args.pattern, args.connect, args.hwm))
-    if args.realtime and speed is not None:
-        why = _realtime()
-        if why is not None:
-            print(f"recorder: --realtime: {why}", file=sys.stderr)
-    live = _Live(not args.quiet and sys.stderr.isatty() and not (args.to == "-" and sys.stdout.isatty()), speed)
-    rp = None
-    t0 = time.monotonic()
-    linger = 0
-    on_sigint = signal.getsignal(signal.SIGINT)
-    try:
-        if args.to != "-" and args.wait_subscribers:
-            if not args.quiet:
-                print(f"replay: waiting for {args.wait_subscribers} subscriber(s) on {args.to} ...", file=sys.stderr)
-            sink.wait(args.wait_subscribers, args.wait_timeout)
-        while True:
-            t0 = time.monotonic()
-            rp = Replay(args.root, types=args.type, user=args.user, session=args.session, since=args.since,
-                        until=args.until, speed=speed, by=args.by)
-            for topic, data in rp.frames(record_only=args.record_only):
-                sink.send(topic, data)
-                live.tick(rp)
-            live.tick(rp, force=True)
-            if not args.quiet:
-                print(("\n" if live.enabled else "") + _summary(rp, time.monotonic() - t0), file=sys.stderr)
-            if not args.loop or rp.count == 0:
-                break
-        linger = 10_000  # let subscribers take what is queued
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean stop short
-        if not args.quiet:
-            done = _summary(rp, time.monotonic() - t0) if rp is not None else "replay"
-            print(f"\n{done}; stopped (Ctrl-C)", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # closing takes up to the linger: not cut short either
-        try:
-            sink.close(linger)
-        finally:
-            signal.signal(signal.SIGINT, on_sigint)
-    return 0
-
-
-def _cmd_recheck(args: argparse.Namespace) -> int:
-    from .recheck import check_into, recheck
-
-    if not os.path.isdir(args.root):
-        raise RecorderError(f"ROOT {args.root}: no such directory")
-    if args.config and not os.path.isfile(args.config):
-        raise RecorderError(f"--config {args.config}: no such file")
-    if args.into is not None:
-        check_into(args.root, args.into, "--into")
-    result = recheck(args.root, args.config, into=args.into, types=args.type, user=args.user,
-                     session=args.session, show=args.show, progress=not args.quiet)
-    if args.json:
-        print(msgspec.json.format(msgspec.json.encode(result.to_dict()), indent=2).decode())
-    else:
-        print("\n".join(result.lines()))
-    return 1 if result.failed else 0
+def _config(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--config", metavar="TOML", help=f"registry TOML ({what}; default: the packaged example)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="recorder", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = argparse.ArgumentParser(prog="recorder", description=__doc__, epilog=EXIT_CODES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"recorder {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    common = _common()
 
-    p = sub.add_parser("verify", help="check journals: headers, hash chains, order, checkpoints")
-    p.add_argument("paths", nargs="+", help="files or directories (a data root)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".", epilog=EXIT_CODES,
+                              parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("verify", "check journals: headers, hash chains, order, checkpoints, manifests")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="journal files or directories (a data root)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line (drawn only on a terminal)")
+    _config(p, "for the default data root")
     p.set_defaults(func=_cmd_verify)
 
-    p = sub.add_parser("read", help="print stored records as JSONL, in insertion order")
-    p.add_argument("root", help="data root (or a directory below it)")
-    p.add_argument("--type", help="schema type")
-    p.add_argument("--user", help="user_id")
-    p.add_argument("--session", help="session_id")
-    p.add_argument("--since", help="record timestamp >= this ISO-8601 UTC time")
-    p.add_argument("--until", help="record timestamp < this ISO-8601 UTC time")
+    p = command("read", "print stored records as JSON lines, in insertion order")
+    p.add_argument("root", nargs="?", help="data root, or a directory below it")
+    _filters(p)
+    _times(p)
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first malformed line (exit 1) instead of skipping it with a warning")
+    _config(p, "its types count as known to --type")
     p.set_defaults(func=_cmd_read)
 
-    p = sub.add_parser("catalog", help="list sealed segments (from the catalog), or rebuild it")
-    p.add_argument("root", help="data root")
+    p = command("catalog", "list sealed segments (from the catalog), or rebuild it")
+    p.add_argument("root", nargs="?", help="data root")
     p.add_argument("--rebuild", action="store_true", help="rebuild the catalog from manifests and tombstones")
-    p.add_argument("--type", help="schema type")
-    p.add_argument("--user", help="user_id")
-    p.add_argument("--session", help="session_id")
+    _filters(p)
+    _config(p, "for the default data root")
     p.set_defaults(func=_cmd_catalog)
 
-    p = sub.add_parser("export", help="write a filtered slice of one schema type to Parquet or JSONL")
-    p.add_argument("root", help="data root")
-    p.add_argument("--type", required=True, help="schema type")
-    p.add_argument("--out", required=True, help="output file")
-    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
-    p.add_argument("--config", help="registry TOML (for the models; default: the packaged example)")
-    p.add_argument("--user", help="user_id")
-    p.add_argument("--session", help="session_id")
-    p.add_argument("--since", help="record timestamp >= this ISO-8601 UTC time")
-    p.add_argument("--until", help="record timestamp < this ISO-8601 UTC time")
+    p = command("export", "write a filtered slice of one schema type to a Parquet or JSONL file")
+    p.add_argument("root", nargs="?", help="data root")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="output file; its directory must exist (replaced atomically if the file exists)")
+    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet",
+                   help="Parquet (default; the type's schema, even with no rows) or JSON lines")
+    _config(p, "its models give the Parquet schema")
+    _filters(p, type_required=True)
+    _times(p)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("replay", help="play a recording back in recorder order, at its pace or faster")
-    p.add_argument("root", help="data root (or a directory below it)")
-    p.add_argument("--type", action="append", help="schema type (repeat for several; default: all)")
-    p.add_argument("--user", help="user_id")
-    p.add_argument("--session", help="session_id")
-    p.add_argument("--since", help="from this ISO-8601 UTC time (of --by), inclusive")
-    p.add_argument("--until", help="up to this ISO-8601 UTC time (of --by), exclusive")
-    pace = p.add_mutually_exclusive_group()
-    pace.add_argument("--speed", type=float, help="1 plays at the recorded pace (default), 10 ten times faster")
-    pace.add_argument("--max", action="store_true", help="no waiting: as fast as possible")
-    p.add_argument("--by", choices=["received", "timestamp"], default="received",
-                   help="schedule by the recorder's receive time (default) or the record's own timestamp")
-    p.add_argument("--to", default="-", help="ZeroMQ endpoint (bound; see --connect), or - for JSON lines "
-                                             "on stdout (default)")
-    p.add_argument("--pattern", choices=["pub", "push"], default="pub",
-                   help="pub (default): topic = schema type, subscribers filter; push: to PULL peers")
-    p.add_argument("--connect", action="store_true", help="connect to --to instead of binding it")
-    p.add_argument("--wait-subscribers", type=int, default=1, metavar="N",
-                   help="start once N subscriptions (pub) or peers (push) arrived (default 1; 0: at once)")
-    p.add_argument("--wait-timeout", type=float, default=60.0, metavar="S", help="for --wait-subscribers")
-    p.add_argument("--hwm", type=int, default=100_000, help="messages queued per peer before the replay waits")
-    p.add_argument("--record-only", action="store_true", help="send the record's bytes, not the envelope")
-    p.add_argument("--loop", action="store_true", help="play again from the start until Ctrl-C")
-    p.add_argument("--realtime", action="store_true",
-                   help="wait under SCHED_FIFO (needs CAP_SYS_NICE): sub-ms timing on a busy machine")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
-    p.set_defaults(func=_cmd_replay)
+    _replay_commands(command)
 
-    p = sub.add_parser("recheck", help="validate a recording against a new registry; optionally re-record it")
-    p.add_argument("root", help="data root of the recording (read only)")
-    p.add_argument("--config", help="the new registry TOML (default: the packaged example)")
-    p.add_argument("--into", metavar="NEW_ROOT", help="re-record into this new data root (failures quarantined)")
-    p.add_argument("--type", action="append", help="schema type (repeat for several; default: all)")
-    p.add_argument("--user", help="user_id")
-    p.add_argument("--session", help="session_id")
-    p.add_argument("--show", type=int, default=5, metavar="N", help="failures listed per type (default 5)")
-    p.add_argument("--json", action="store_true", help="the report as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cmd_recheck)
-
-    p = sub.add_parser("keygen", help="make a CURVE key pair (NAME.key public, NAME.key_secret owner-only)")
-    p.add_argument("dir", help="directory for the certificate files")
+    p = command("keygen", "make a CURVE key pair (NAME.key public, NAME.key_secret owner-only)")
+    p.add_argument("dir", help="directory for the certificate files (created owner-only if missing)")
     p.add_argument("--name", default="recorder", help="file name stem (default: recorder)")
     p.set_defaults(func=_cmd_keygen)
 
-    p = sub.add_parser("run", help="run a supervised recorder (restarts it on crash)")
-    p.add_argument("--config", help="registry TOML (default: the packaged example)")
-    p.add_argument("--data-root", help="overrides recorder.data_root")
+    p = command("run", "run a supervised recorder (restarts it on crash; SIGTERM or Ctrl-C stops it)")
+    _config(p, "types, models, endpoints, limits")
+    p.add_argument("--metrics", metavar="[HOST:]PORT",
+                   help="serve Prometheus metrics on this address (default: recorder.metrics_address; "
+                        "a bare port binds 127.0.0.1; port 0 picks a free one)")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("stats", help="counters of a running recorder")
-    p.add_argument("--config", help="registry TOML (default: the packaged example)")
-    p.add_argument("--data-root", help="overrides recorder.data_root")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--timeout", type=float, default=3.0)
-    p.add_argument("--curve-server-public", help="the recorder's public certificate (CURVE over TCP)")
-    p.add_argument("--curve-client-secret", help="this client's secret certificate (CURVE over TCP)")
+    p = command("stats", "counters of a running recorder")
+    _config(p, "for its endpoints")
+    p.add_argument("--json", action="store_true", help="print the whole answer as JSON instead of a table")
+    p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
+                   help="how long to wait for the recorder's answer (default: 3)")
+    p.add_argument("--curve-server-public", metavar="FILE", help="the recorder's public certificate (CURVE over TCP)")
+    p.add_argument("--curve-client-secret", metavar="FILE", help="this client's secret certificate (CURVE over TCP)")
     p.set_defaults(func=_cmd_stats)
 
-    p = sub.add_parser("demo", help="record the example schemas from several producers, then verify")
-    p.add_argument("--dir", help="data root to record into (default: a new temporary directory)")
-    p.add_argument("--config", help="registry TOML (default: the packaged example)")
-    p.add_argument("--producers", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=3.0)
+    p = command("demo", "record the example schemas from several producers, crash the recorder once, verify")
+    p.add_argument("--dir", help="a new or empty directory to record into (default: a new temporary one); "
+                                 "same as --data-root")
+    _config(p, "types and models")
+    p.add_argument("--producers", type=int, default=3, help="producer processes (default: 3)")
+    p.add_argument("--seconds", type=float, default=3.0, help="seconds of 30 fps traffic (default: 3)")
     p.set_defaults(func=_cmd_demo)
     return ap
 
 
+def _exit_code(e: BaseException) -> int:
+    """Exit code of a command that raised ``e`` (see EXIT_CODES)."""
+    if isinstance(e, CorruptionError):
+        return EXIT_PROBLEMS
+    if isinstance(e, (RecorderUnavailable, DurabilityError, StorageFull, OSError)):
+        return EXIT_RUNTIME
+    return EXIT_USAGE  # UsageError, ConfigError, NotARecording, UnknownSchemaError, a lock held by another
+
+
+def _log_settings(args: argparse.Namespace) -> tuple[str, str]:
+    """Log format and level: the options, else the config's keys (when it loads), else plain and info."""
+    fmt, level = args.log_format, args.log_level
+    if fmt is None or level is None:
+        try:
+            settings = load_config(getattr(args, "config", None)).recorder
+        except ConfigError:
+            settings = None  # the command itself reports it
+        fmt = fmt or (settings.log_format if settings else "plain")
+        level = level or (settings.log_level if settings else "info")
+    return fmt, level
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``recorder`` console script."""
+    """Entry point of the recorder console script; returns an exit code of EXIT_CODES."""
     args = _parser().parse_args(argv)
+    args.log_format, args.log_level = _log_settings(args)
+    _logging.configure(args.log_format, args.log_level)
     try:
         return int(args.func(args))
-    except (RecorderError, ValueError) as e:
-        print(f"recorder: error: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
-        return 0
+        return EXIT_OK  # `recorder read ... | head`
+    except (RecorderError, ValueError, OSError) as e:
+        _log.error("%s", e)
+        return _exit_code(e)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        _logging.unconfigure()

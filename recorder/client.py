@@ -25,6 +25,7 @@ import zmq
 from pydantic import BaseModel
 
 from . import protocol as P
+from ._ids import holds_ids, new_record_id
 from ._run import endpoints
 from .config import load_config
 from .exceptions import (
@@ -171,7 +172,10 @@ class Client:
         """Send one record; returns its receipt (the producer sequence number).
 
         Returns at once (no disk I/O here) unless ``wait=True``, which also
-        waits until the record is durable or rejected.
+        waits until the record is durable or rejected. A record without a
+        ``record_id`` (none in the record, none given) gets a new UUID here,
+        once; a missing ``schema_version`` is filled by the recorder from the
+        type's ``default_version``, where the registry sets one.
 
         Raises:
             ValidationError: the record cannot be encoded or has no schema type.
@@ -187,6 +191,8 @@ class Client:
         raw = encode_record(obj, stype)
         if len(raw) > self.max_record_bytes:
             raise RecordTooLarge(stype, len(raw), self.max_record_bytes)
+        if record_id is None and not holds_ids(obj, raw)[0]:
+            record_id = new_record_id()  # made once: the frame kept for resending carries it
         with self._cond:
             self._ensure_started()
             if len(self._pending) >= self.max_pending:

@@ -20,12 +20,14 @@ import msgspec
 from ._paths import check_identifier
 from .exceptions import ConfigError, UnsafeIdentifier
 
-__all__ = ["RecorderSettings", "TypeConfig", "Config", "load_config", "default_config_text"]
+__all__ = ["RecorderSettings", "TypeConfig", "Config", "load_config", "default_config_text", "metrics_address"]
 
 Format = Literal["jsonl", "parquet"]
 Durability = Literal["fsync", "os"]
 HashName = Literal["sha256", "none"]
 OnLimit = Literal["reject", "delete_oldest"]
+LogFormat = Literal["plain", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class TypeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -34,6 +36,7 @@ class TypeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: str
     models: dict[str, str] = {}
     versions: list[str] = msgspec.field(default_factory=lambda: ["1"])
+    default_version: str = ""
     format: Format = "jsonl"
     path: str = "logs/{schema_type}/{date}.jsonl"
     durability: Durability = "fsync"
@@ -75,15 +78,26 @@ class RecorderSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     # supervisor: give up after restart_limit crashes within restart_window_s
     restart_limit: int = 10
     restart_window_s: float = 60.0
+    # log lines of `recorder run` and the recorder process (stderr)
+    log_format: LogFormat = "plain"
+    log_level: LogLevel = "info"
+    # Prometheus endpoint of the supervisor: "" (off), "PORT" (on 127.0.0.1) or "HOST:PORT"
+    metrics_address: str = ""
+    metrics_timeout_s: float = 1.0
 
 
 class Config(msgspec.Struct, kw_only=True):
-    """A whole parsed config: where it came from, settings and types."""
+    """A whole parsed config: where it came from, settings and types.
+
+    ``directory`` is the absolute directory of the config file (None for the
+    packaged default): model import paths are looked up there too.
+    """
 
     source: str
     digest: str
     recorder: RecorderSettings
     types: dict[str, TypeConfig]
+    directory: str | None = None
 
 
 _AT = re.compile(r" - at `\$(?:\[\.\.\.\])?\.?(?P<key>[^`]*)`$")
@@ -126,8 +140,21 @@ def _blame_defaults(err: ConfigError, prefix: str, table: dict[str, Any], defaul
     return err
 
 
-def parse_config(text: str, source: str) -> Config:
-    """Parse config text; ``source`` names it in errors.
+def metrics_address(text: str) -> tuple[str, int]:
+    """``"9464"`` -> ("127.0.0.1", 9464); ``"0.0.0.0:9464"`` -> ("0.0.0.0", 9464); port 0: any free port.
+
+    Raises:
+        ValueError: not ``PORT`` or ``HOST:PORT`` with a port in 0..65535.
+    """
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not PORT or HOST:PORT (port 0-65535)")
+    return host, int(port)
+
+
+def parse_config(text: str, source: str, directory: str | None = None) -> Config:
+    """Parse config text; ``source`` names it in errors, ``directory`` is where it lives.
 
     Raises:
         ConfigError: naming the file and the dotted key at fault.
@@ -147,6 +174,13 @@ def parse_config(text: str, source: str) -> Config:
         raise ConfigError(source, "recorder.restart_limit", "must be at least 1")
     if settings.restart_window_s <= 0:
         raise ConfigError(source, "recorder.restart_window_s", "must be positive")
+    if settings.metrics_timeout_s <= 0:
+        raise ConfigError(source, "recorder.metrics_timeout_s", "must be positive")
+    if settings.metrics_address:
+        try:
+            metrics_address(settings.metrics_address)
+        except ValueError as e:
+            raise ConfigError(source, "recorder.metrics_address", str(e)) from e
     if bool(settings.curve_server_secret) != bool(settings.curve_clients_dir):
         raise ConfigError(source, "recorder.curve_clients_dir",
                           "CURVE needs both curve_server_secret and curve_clients_dir (authentication is enforced)")
@@ -184,7 +218,7 @@ def parse_config(text: str, source: str) -> Config:
             raise blamed from e
         types[name] = tc
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    return Config(source=source, digest=digest, recorder=settings, types=types)
+    return Config(source=source, digest=digest, recorder=settings, types=types, directory=directory)
 
 
 def default_config_text() -> str:
@@ -205,4 +239,4 @@ def load_config(path: str | Path | None = None) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(str(p), "(file)", e.strerror or str(e)) from e
-    return parse_config(text, str(p))
+    return parse_config(text, str(p), str(p.resolve().parent))

@@ -22,7 +22,7 @@ from collections import Counter
 from typing import Any
 
 from .client import Client
-from .exceptions import RejectedError
+from .exceptions import RejectedError, UsageError
 from .reader import read, verify
 from .testing import invalid_samples, sample_audit, sample_message, sample_raw_action
 
@@ -69,7 +69,7 @@ def produce(index: int, data_root: str, config: str | None, seconds: float, fps:
 
 # -- the orchestrating demo ---------------------------------------------------
 def _start_supervisor(root: str, config: str | None) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    cmd = [sys.executable, "-m", "recorder", "run", "--data-root", root]
+    cmd = [sys.executable, "-m", "recorder", "run", "--data-root", root, "--log-level", "warning"]
     if config:
         cmd += ["--config", config]
     sup = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -91,7 +91,14 @@ def _next_ready(sup: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the whole demo and print its summary; 0 when every check passed."""
-    root = os.path.realpath(args.dir or tempfile.mkdtemp(prefix="recorder-demo-"))
+    given = args.dir or args.data_root
+    if args.dir and args.data_root and os.path.realpath(args.dir) != os.path.realpath(args.data_root):
+        raise UsageError("--dir", f"{args.dir!r} differs from --data-root {args.data_root!r}")
+    if given and os.path.exists(given) and (not os.path.isdir(given) or os.listdir(given)):
+        what = "is not a directory" if not os.path.isdir(given) else "is not empty"
+        raise UsageError("--dir", f"{given} {what}: the demo counts every record in its data root, "
+                                  "so it needs a new or empty directory")
+    root = os.path.realpath(given or tempfile.mkdtemp(prefix="recorder-demo-"))
     print(f"data root: {root}")
     sup, ready = _start_supervisor(root, args.config)
     print(f"recorder ready (pid {ready['pid']}), {args.producers} producers for {args.seconds:g} s at 30 fps")
@@ -154,6 +161,7 @@ def _report(root: str, results: list[dict[str, Any]], restarts: int) -> int:
     print(f"rejected              {rejected}  ({', '.join(f'{k}={v}' for k, v in sorted(reasons.items()))})")
     print(f"acked but missing     {missing}")
     print(f"duplicates on disk    {dups}")
+    print(f"accounted for         {sum(seen.values()) + rejected} of {sent} sent  (on disk + rejected)")
     print(f"per-producer order    {'ok' if order_ok else 'BROKEN'}")
     print(f"recorder restarts     {restarts}  (resent after restart: {sum(r['resent'] for r in results)})")
     print(f"ack latency ms        p50 {max(x[0] for x in lat):.2f}  p99 {max(x[1] for x in lat):.2f}  "

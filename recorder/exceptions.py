@@ -11,6 +11,7 @@ __all__ = [
     "CorruptionError",
     "DeniedFieldError",
     "DurabilityError",
+    "NotARecording",
     "RecordTooLarge",
     "RecorderError",
     "RecorderUnavailable",
@@ -18,6 +19,7 @@ __all__ = [
     "StorageFull",
     "UnknownSchemaError",
     "UnsafeIdentifier",
+    "UsageError",
     "ValidationError",
 ]
 
@@ -104,6 +106,28 @@ class StorageFull(RecorderError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class NotARecording(RecorderError):
+    """A path given to read, verify, export or catalog does not exist or holds no recording."""
+
+    code = "not_a_recording"
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class UsageError(RecorderError, ValueError):
+    """A function or command was given an argument it cannot use; names the argument."""
+
+    code = "usage"
+
+    def __init__(self, argument: str, reason: str) -> None:
+        self.argument = argument
+        self.reason = reason
+        super().__init__(f"{argument}: {reason}")
 
 
 class DurabilityError(RecorderError):

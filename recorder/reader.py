@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import heapq
+import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,12 +15,49 @@ from typing import Any
 import msgspec
 
 from ._progress import Progress
-from .exceptions import CorruptionError
+from .exceptions import CorruptionError, NotARecording, UsageError
 from .journal import FORMAT_VERSION, GENESIS, check_line
 
-__all__ = ["read", "read_table", "data_files", "verify", "verify_file", "journal_files", "Problem"]
+__all__ = ["read", "read_table", "data_files", "verify", "verify_file", "journal_files", "Problem",
+           "check_recording", "recorded_types"]
 
 INTERNAL_DIR = "_recorder"
+_log = logging.getLogger("recorder.read")
+#: called with each malformed line that reading skipped (file, line number and offset)
+OnProblem = Callable[[CorruptionError], None]
+
+
+def _paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """One path or many: a ``str`` is one path, never a sequence of characters."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def _holds_recorder_files(path: Path) -> bool:
+    for _dirpath, _dirnames, filenames in os.walk(path):
+        if any(f.endswith((".jsonl", ".parquet")) for f in filenames):
+            return True
+    return False
+
+
+def check_recording(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, if it is a recording: a data root, a directory below one, or one holding journals.
+
+    Raises:
+        NotARecording: it does not exist, is not a directory, or holds no recorder files.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise NotARecording(str(p), "no such file or directory")
+    if not p.is_dir():
+        raise NotARecording(str(p), "not a directory (a data root is a directory)")
+    absolute = p.resolve()
+    if any((d / INTERNAL_DIR).is_dir() for d in (absolute, *absolute.parents)):
+        return p
+    if not _holds_recorder_files(p):
+        raise NotARecording(str(p), f"not a recording (no {INTERNAL_DIR}/ directory and no journals)")
+    return p
 
 
 def journal_files(paths: Iterable[str | Path], internal: bool = False) -> list[Path]:
@@ -45,22 +83,33 @@ def _ts(value: str | datetime | None) -> datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
 
 
-def _lines(path: Path) -> Iterator[dict[str, Any]]:
+def _lines(path: Path, on_problem: OnProblem | None = None) -> Iterator[dict[str, Any]]:
+    """Whole, committed record lines; a malformed line raises, or goes to ``on_problem`` and is skipped."""
     with open(path, "rb") as f:
         first = True
         batch: list[dict[str, Any]] = []
+        offset = 0
         for n, line in enumerate(f, 1):
+            start, offset = offset, offset + len(line)
             if not line.endswith(b"\n"):
                 return  # a torn final line was never acknowledged
             if first:
                 first = False
                 continue  # header
+            problem = None
             try:
                 obj = msgspec.json.decode(line)
             except (msgspec.DecodeError, UnicodeDecodeError) as e:
-                raise CorruptionError(str(path), n, f.tell() - len(line), f"not valid JSON: {e}") from e
-            if not isinstance(obj, dict):
-                raise CorruptionError(str(path), n, f.tell() - len(line), "line is not a JSON object")
+                problem = CorruptionError(str(path), n, start, f"not valid JSON: {e}")
+                problem.__cause__ = e
+            else:
+                if not isinstance(obj, dict):
+                    problem = CorruptionError(str(path), n, start, "line is not a JSON object")
+            if problem is not None:
+                if on_problem is None:
+                    raise problem
+                on_problem(problem)
+                continue
             batch.append(obj)
             if obj.get("commit") is True:  # only whole batches were ever acknowledged
                 yield from batch
@@ -75,16 +124,30 @@ def read(
     session_id: str | None = None,
     since: str | datetime | None = None,
     until: str | datetime | None = None,
+    strict: bool = False,
+    on_problem: OnProblem | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield stored envelopes (metadata plus ``record``) in insertion order.
 
     Files are merged by the recorder's sequence number. Time bounds apply to
     the record's own ``timestamp`` (``since`` inclusive, ``until`` exclusive).
+    A whole line in the middle of a file that is not a JSON object is
+    skipped and reported (to ``on_problem``, else as a logged warning naming
+    the file and line), so one damaged line does not hide the good ones.
+
+    Args:
+        root: a data root, or a directory below one (``str`` or ``Path``).
+        strict: raise at the first malformed line instead of skipping it.
 
     Raises:
-        CorruptionError: a whole line in the middle of a file is not JSON.
+        NotARecording: ``root`` does not exist or holds no recording.
+        UsageError: ``since`` or ``until`` is not an ISO-8601 time.
+        CorruptionError: with ``strict``, a whole line is not a JSON object.
     """
-    lo, hi = _ts(since), _ts(until)
+    lo, hi = _bound(since, "since"), _bound(until, "until")
+    report: OnProblem | None = None
+    if not strict:
+        report = on_problem or _warn
 
     def keep(e: dict[str, Any]) -> bool:
         if schema_type is not None and e.get("schema_type") != schema_type:
@@ -99,14 +162,26 @@ def read(
                 return False
         return True
 
-    streams = [(e for e in _source(p) if keep(e))
+    streams = [(e for e in _source(p, report) if keep(e))
                for p in data_files(root, schema_type=schema_type, user_id=user_id, session_id=session_id,
                                    since=lo, until=hi)]
     yield from heapq.merge(*streams, key=lambda e: int(e.get("seq", 0)))
 
 
-def _source(path: Path) -> Iterator[dict[str, Any]]:
-    return _parquet_rows(path) if path.suffix == ".parquet" else _lines(path)
+def _warn(problem: CorruptionError) -> None:
+    _log.warning("skipped a malformed line: %s", problem)
+
+
+def _bound(value: str | datetime | None, name: str) -> datetime | None:
+    """A since/until bound; a string that is no ISO-8601 time is refused naming the argument."""
+    try:
+        return _ts(value)
+    except ValueError as e:
+        raise UsageError(name, f"{value!r} is not an ISO-8601 time (e.g. 2026-01-31 or 2026-01-31T12:00:00Z)") from e
+
+
+def _source(path: Path, on_problem: OnProblem | None) -> Iterator[dict[str, Any]]:
+    return _parquet_rows(path) if path.suffix == ".parquet" else _lines(path, on_problem)
 
 
 def _catalog(root: Path) -> dict[str, dict[str, Any]]:
@@ -132,10 +207,13 @@ def data_files(root: str | Path, *, schema_type: str | None = None, user_id: str
     Sealed segments are chosen from the catalog (no data is read to decide);
     open segments are always included. A Parquet file is used only where its
     journal is gone (a kept journal is read instead: it holds the exact text).
+
+    Raises:
+        NotARecording: ``root`` does not exist or holds no recording.
     """
     from .catalog import Segment
 
-    root = Path(root)
+    root = check_recording(root)
     catalog = _catalog(root)
     chosen: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -163,6 +241,18 @@ def data_files(root: str | Path, *, schema_type: str | None = None, user_id: str
                 continue  # an open journal of another type: its header says so
             chosen.append(Path(dirpath, f))
     return chosen
+
+
+def recorded_types(root: str | Path) -> set[str]:
+    """The schema types a recording holds records or segments of (from journal headers and the catalog).
+
+    Raises:
+        NotARecording: ``root`` does not exist or holds no recording.
+    """
+    files = data_files(root)
+    found = {m["schema_type"] for m in _catalog(Path(root)).values()}
+    found |= {t for t in (_header_type(p) for p in files if p.suffix == ".jsonl") if t is not None}
+    return found
 
 
 def _header_type(path: Path) -> str | None:
@@ -219,7 +309,14 @@ def read_table(root: str | Path, schema_type: str, *, config: str | Path | None 
     """All records of one type as one ``pyarrow.Table`` (Parquet segments and journals alike).
 
     Segments are chosen through the catalog; rows are then filtered exactly.
-    Columns added by newer minor versions are null for older rows.
+    Columns added by newer minor versions are null for older rows. Nothing
+    matching gives an empty table with the type's schema (newest version).
+
+    Raises:
+        NotARecording: ``root`` does not exist or holds no recording.
+        UnknownSchemaError: ``schema_type`` is not in the registry of ``config``.
+        UsageError: ``since`` or ``until`` is not an ISO-8601 time.
+        CorruptionError: a whole line of a journal is not a JSON object.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -230,7 +327,7 @@ def read_table(root: str | Path, schema_type: str, *, config: str | Path | None 
     from .registry import Registry
 
     spec = Registry.from_config(load_config(config)).get(schema_type)
-    lo, hi = _ts(since), _ts(until)
+    lo, hi = _bound(since, "since"), _bound(until, "until")
     tables = []
     for p in data_files(root, schema_type=schema_type, user_id=user_id, session_id=session_id, since=lo, until=hi):
         if p.suffix == ".parquet":
@@ -241,7 +338,7 @@ def read_table(root: str | Path, schema_type: str, *, config: str | Path | None 
                 tables.append(parquet.to_table(envs, spec.model_for))
     if not tables:
         newest = ".".join(map(str, (list(spec.accepted[-1]) + [0, 0, 0])[:3]))
-        return parquet.envelope_schema(spec.model_for(newest)).empty_table()
+        return _empty(parquet.envelope_schema(spec.model_for(newest)))
     table = parquet.concat(tables)
     mask = pc.equal(table["schema_type"], schema_type)
     if user_id is not None:
@@ -253,6 +350,13 @@ def read_table(root: str | Path, schema_type: str, *, config: str | Path | None 
     if hi is not None:
         mask = pc.and_(mask, pc.less(table["timestamp"], pa.scalar(hi, table.schema.field("timestamp").type)))
     return table.filter(mask).sort_by("seq")
+
+
+def _empty(schema: Any) -> Any:
+    """A table with no rows; ``Schema.empty_table`` cannot build extension types inside a struct."""
+    import pyarrow as pa
+
+    return pa.Table.from_batches([], schema=schema)
 
 
 @dataclass
@@ -352,16 +456,29 @@ def _check_anchor(path: str, size: int, ends: dict[int, str]) -> Problem | None:
     return None
 
 
-def verify(paths: Iterable[str | Path], show_progress: bool = False) -> tuple[int, list[Problem]]:
+def verify(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+           show_progress: bool = False) -> tuple[int, list[Problem]]:
     """Verify every journal under ``paths`` (internal logs included).
+
+    Args:
+        paths: one path (``str`` or ``Path``) or several: journal files, or
+            directories (a data root or a directory below one).
+        show_progress: draw a progress line on stderr when it is a terminal.
 
     Returns:
         (files checked, problems: the first problem of each bad file, plus
         files set aside as damaged).
+
+    Raises:
+        NotARecording: a path does not exist, or a directory holds no journals.
     """
+    paths = _paths(paths)
+    for p in paths:
+        if not p.is_file():
+            check_recording(p)
     files = journal_files(paths, internal=True)
     problems: list[Problem] = []
-    for p in map(Path, paths):
+    for p in paths:
         if p.is_dir():
             problems += [Problem(str(d), -1, -1, "file was set aside as damaged by the recorder", "whole file")
                          for d in sorted(p.rglob("*.jsonl.damaged-*"))]

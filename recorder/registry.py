@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from pydantic import BaseModel
 
@@ -26,15 +28,46 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def _import_model(ref: str, source: str, key: str) -> type[BaseModel]:
+def _import(module: str, directory: str | None) -> ModuleType:
+    """Import ``module`` from ``sys.path``, else from the config file's ``directory``.
+
+    The directory goes to the end of ``sys.path`` (so the model's module can
+    import its neighbours, and anything on ``sys.path`` still wins), only
+    when the module is found nowhere else.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if directory is None or e.name != module.split(".")[0]:
+            raise  # not found anywhere, or the model's module itself failed to import something
+        if directory not in sys.path:
+            sys.path.append(directory)
+            importlib.invalidate_caches()
+        return importlib.import_module(module)
+
+
+def _import_model(ref: str, source: str, key: str, directory: str | None = None) -> type[BaseModel]:
     module, _, attr = ref.partition(":")
     try:
-        obj = getattr(importlib.import_module(module), attr)
+        obj = getattr(_import(module, directory), attr)
     except (ImportError, AttributeError, ValueError) as e:
-        raise ConfigError(source, key, f"cannot import {ref!r}: {e}") from e
+        where = f" (looked in sys.path and {directory})" if directory else ""
+        raise ConfigError(source, key, f"cannot import {ref!r}{where}: {e}") from e
     if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
         raise ConfigError(source, key, f"{ref!r} is not a pydantic model class")
     return obj
+
+
+def _check_default(version: str, accepted: tuple[tuple[int, ...], ...], source: str, key: str) -> None:
+    """A ``default_version`` must be a whole version that ``versions`` accepts."""
+    try:
+        v = parse_version(version)
+    except ValueError as e:
+        raise ConfigError(source, key, str(e)) from e
+    if len(v) != 3:
+        raise ConfigError(source, key, f"{version!r} is not MAJOR.MINOR.PATCH")
+    if not any(v[: len(a)] == a for a in accepted):
+        raise ConfigError(source, key, f"{version} is not accepted by versions")
 
 
 def _journal_pattern(tokens: list[str]) -> list[str]:
@@ -155,13 +188,17 @@ class Registry:
                 raise ConfigError(src, f"{key}.versions", str(e)) from e
             if not accepted:
                 raise ConfigError(src, f"{key}.versions", "at least one version is required")
-            models: list[tuple[tuple[int, ...], type[BaseModel]]] = [((), _import_model(tc.model, src, f"{key}.model"))]
+            if tc.default_version:
+                _check_default(tc.default_version, accepted, src, f"{key}.default_version")
+            here = config.directory
+            models: list[tuple[tuple[int, ...], type[BaseModel]]] = [
+                ((), _import_model(tc.model, src, f"{key}.model", here))]
             for prefix, ref in tc.models.items():
                 try:
                     pv = parse_version(prefix)
                 except ValueError as e:
                     raise ConfigError(src, f"{key}.models.{prefix}", str(e)) from e
-                models.append((pv, _import_model(ref, src, f"{key}.models.{prefix}")))
+                models.append((pv, _import_model(ref, src, f"{key}.models.{prefix}", here)))
             models.sort(key=lambda m: -len(m[0]))
             specs[name] = TypeSpec(
                 name=name,

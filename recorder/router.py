@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import logging
 import os
 import queue
 import re
@@ -25,12 +26,13 @@ import psutil
 import zmq
 import zmq.auth
 
-from . import _durable
+from . import _durable, _logging
 from . import protocol as P
-from ._run import Endpoints, endpoints, lock_endpoints
-from .actor import Done, EndSession, WriterActor
+from ._run import Endpoints, endpoints, lock_endpoints, release_endpoints
+from .actor import BATCH_BOUNDS, LATENCY_BOUNDS_NS, Done, EndSession, WriterActor
 from .config import load_config
 from .exceptions import RecorderError, RecordTooLarge, UnknownSchemaError, ValidationError
+from .registry import Registry
 from .store import Store
 
 __all__ = ["Router", "main"]
@@ -40,6 +42,8 @@ _PRODUCER = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_SEQ = 2**62  # producer sequences stay far inside msgpack's 64-bit integers
 MAX_INBOX = 50_000  # records queued for one actor before ingress pauses
 PRODUCER_TTL_S = 3600.0  # idle producers with nothing pending are forgotten after this
+UNREGISTERED = "(unregistered)"  # the schema_type label of records of an unknown type
+_log = logging.getLogger("recorder.service")
 
 
 @dataclass
@@ -88,6 +92,8 @@ class Router:
         self.done_q: queue.SimpleQueue[Done] = queue.SimpleQueue()
         self.counters = {"received": 0, "duplicates": 0, "gaps": 0, "unknown_producer": 0,
                          "bad_frames": 0, "acks_sent": 0, "acks_undeliverable": 0}
+        #: records refused before reaching a writer: schema type (or UNREGISTERED) -> code -> count
+        self.ingress_rejects: dict[str, dict[str, int]] = {}
         self.actors = {name: WriterActor(store, name, self._report) for name in store.writers}
         self._wake_push: dict[int, zmq.Socket[bytes]] = {}  # one inproc socket per actor thread
         self.proc = psutil.Process()
@@ -255,6 +261,8 @@ class Router:
             if actor is not None:
                 err = RecordTooLarge(r.schema_type, len(r.record), self.max_msg)
             self.store.reject(r.schema_type, r.record, err, r.producer, r.pseq, "wire")
+            by_code = self.ingress_rejects.setdefault(r.schema_type if actor is not None else UNREGISTERED, {})
+            by_code[err.code] = by_code.get(err.code, 0) + 1
             self._finish(r.producer, st, r.pseq, (err.code, err.field, err.reason))
             self._ack(r.producer, st)
             return
@@ -276,7 +284,7 @@ class Router:
             except queue.Empty:
                 break
             if done.fatal is not None:
-                print(f"recorder: fatal: {done.fatal}", file=sys.stderr, flush=True)
+                _log.error("fatal: %s", done.fatal, extra={"fields": {"schema_type": done.schema_type}})
                 fatal = True
             for user_id, session_id in done.ended:
                 for a in self.actors.values():
@@ -390,6 +398,12 @@ class Router:
                 # records taken on the typed fast path, by the reference rules, and those the
                 # fast path refused where the reference (pydantic) accepted
                 "accept": dict(a.accept.counts),
+                "rejects_by_code": dict(a.rejects_by_code),
+                # since start: count per bucket of the bounds (the last bucket: beyond them)
+                "ack_latency_hist": {"bounds_ns": LATENCY_BOUNDS_NS, "counts": list(a.latency_counts),
+                                     "sum_ns": a.latency_sum_ns},
+                "batch_size_hist": {"bounds": BATCH_BOUNDS, "counts": list(a.batch_counts),
+                                    "sum": a.records},
             }
         disk = psutil.disk_usage(self.store.root)
         with self.proc.oneshot():
@@ -402,6 +416,8 @@ class Router:
             "producers": len(self.producers), **self.counters,
             "quarantined": self.store.quarantine.count, "quarantine_dropped": self.store.quarantine.dropped,
             "audit_events_dropped": self.store.events_dropped,
+            "rejects_at_ingress": {t: dict(c) for t, c in self.ingress_rejects.items()},
+            "seal_backlog": self.store.sealer.jobs.qsize(),
             "cpu_s": round(cpu.user + cpu.system, 3), "rss_bytes": rss,
             "disk": {"total": disk.total, "used": disk.used, "free": disk.free, "percent": disk.percent},
             "types": types,
@@ -419,11 +435,14 @@ def _die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the recorder process."""
     ap = argparse.ArgumentParser(prog="python -m recorder.router")
-    ap.add_argument("--config")
-    ap.add_argument("--data-root")
-    ap.add_argument("--restarts", type=int, default=0)
+    ap.add_argument("--config", help="registry TOML (default: the packaged example)")
+    ap.add_argument("--data-root", help="overrides recorder.data_root")
+    ap.add_argument("--restarts", type=int, default=0, help="restarts so far (reported in stats)")
     ap.add_argument("--supervised", action="store_true", help="the supervisor holds the endpoint lock")
+    ap.add_argument("--log-format", choices=["plain", "json"], help="default: recorder.log_format")
+    ap.add_argument("--log-level", choices=list(_logging.LEVELS), help="default: recorder.log_level")
     args = ap.parse_args(argv)
+    _logging.configure(args.log_format or "plain", args.log_level or "info")
     if args.supervised:
         _die_with_parent()
         if os.getppid() == 1:
@@ -441,31 +460,49 @@ def main(argv: list[str] | None = None) -> int:
     # The router thread must get the GIL back quickly from a validating actor:
     # with the default 5 ms switch interval every ack waits up to 5 ms more.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    lock: int | None = None
     try:
         config = load_config(args.config)
+        if args.log_format is None or args.log_level is None:
+            _logging.configure(args.log_format or config.recorder.log_format,
+                               args.log_level or config.recorder.log_level)
         root = args.data_root or config.recorder.data_root
         ep = endpoints(config, root)
+        Registry.from_config(config)  # models import and paths cannot collide: before anything is created
         if not args.supervised:
-            lock_endpoints(ep)
+            lock = lock_endpoints(ep)
         store = Store(config, data_root=root)
     except RecorderError as e:
-        print(f"recorder: error: {e}", file=sys.stderr, flush=True)
+        _log.error("%s", e)
+        if lock is not None:
+            release_endpoints(ep, lock)
         return 2
     router = Router(store, ep, args.restarts)
     router.stopping = stop["flag"]
     try:
         router.bind()
     except (RecorderError, zmq.ZMQError) as e:
-        print(f"recorder: error: {e}", file=sys.stderr, flush=True)
+        _log.error("%s", e)
         store.close()
         router.close_sockets()
+        if lock is not None:
+            release_endpoints(ep, lock)
         return 2
     store.event("recorder_ready", {"pid": os.getpid(), "epoch": router.epoch, "restarts": args.restarts})
     ready = {"pid": os.getpid(), "epoch": router.epoch, "ingress": ep.ingress, "control": ep.control,
              "data_root": store.root}
+    _log.info("recording into %s: %d types, ingress %s, control %s", store.root, len(router.actors),
+              ep.ingress, ep.control, extra={"fields": {"restarts": args.restarts}})
     sys.stdout.write("READY " + msgspec.json.encode(ready).decode() + "\n")
     sys.stdout.flush()
-    return router.serve()
+    rc = router.serve()
+    if rc == 0:
+        _log.info("stopped cleanly: %d records written, %d refused", sum(a.records for a in router.actors.values()),
+                  sum(a.rejects for a in router.actors.values()) + sum(
+                      n for c in router.ingress_rejects.values() for n in c.values()))
+    if lock is not None:
+        release_endpoints(ep, lock)
+    return rc
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ used directly it is a library for single-process producers and for tests.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import threading
 import time
 import uuid
@@ -19,11 +19,12 @@ from pydantic import BaseModel
 
 from . import _durable
 from ._env import iso_ms_now, iso_ns, runtime_env
+from ._ids import holds_ids, new_record_id, with_default_version
 from ._run import take_lock
 from .config import Config, load_config
 from .exceptions import RecorderError, StorageFull, ValidationError
 from .journal import Journal
-from .registry import Registry
+from .registry import Registry, TypeSpec
 from .protocol import Record
 from .schema.accept import Accepted, Acceptor
 from .validation import encode_record, quarantine_copy, safe_json
@@ -34,6 +35,7 @@ from .writer import Entry, TypeWriter, open_journal
 __all__ = ["Store", "INTERNAL_DIR"]
 
 INTERNAL_DIR = "_recorder"
+_log = logging.getLogger("recorder.store")
 _LEASE = 1_000_000  # sequence numbers reserved per durable lease write
 
 
@@ -113,6 +115,18 @@ class _Quarantine:
         self.journal.close()
 
 
+def _fast_ok(spec: TypeSpec) -> bool:
+    """Whether the typed fast path may be tried for ``spec``'s records.
+
+    Not for models without a ``schema_version`` or ``record_id`` field (a
+    user's own model, whose ids come as metadata): the fast path reads the
+    version from the decoded record and declines every record whose id
+    comes as metadata, so such types take the reference rules directly.
+    """
+    return all(name in model.model_fields or model.model_config.get("extra") == "allow"
+               for _, model in spec.models for name in ("schema_version", "record_id"))
+
+
 class Store:
     """Validates and durably records records into one data root.
 
@@ -169,7 +183,7 @@ class Store:
         self.sealer = Sealer(self.root_fd, self.registry, self.catalog, self.usage, self.event)
         self._free: tuple[float, int] = (0.0, 0)
         #: the one accept step per type, shared by Store.record and the service's actors
-        self.acceptors = {name: Acceptor(spec, settings.max_depth, settings.session_end_event)
+        self.acceptors = {name: Acceptor(spec, settings.max_depth, settings.session_end_event, _fast_ok(spec))
                           for name, spec in self.registry.specs.items()}
         self.writers = {
             name: TypeWriter(spec, self.root_fd, header, settings.max_open_files, self.event, state_fd,
@@ -226,7 +240,7 @@ class Store:
                 # Events often report a failing disk; losing one must not turn a
                 # stored record into a refusal or stop a writer. Counted, and said.
                 self.events_dropped += 1
-                print(f"recorder: audit event {kind!r} not written: {e}", file=sys.stderr, flush=True)
+                _log.error("audit event %r not written: %s", kind, e)
 
     # -- validating and writing -------------------------------------------
     def check(self, rec: Record) -> Accepted:
@@ -255,6 +269,9 @@ class Store:
             producer: producer id written in the envelope.
             pseq: producer sequence number written in the envelope.
             **meta: schema_version, record_id, user_id, session_id, source, action_id, tags.
+                A record_id that neither the record nor ``meta`` gives is made
+                here (a new UUID); a missing schema_version is the type's
+                ``default_version`` where the registry sets one.
 
         Raises:
             ValidationError: the record was refused (and quarantined).
@@ -265,7 +282,11 @@ class Store:
         try:
             stype = stype or self.type_of(record)
             raw = encode_record(record, stype)
-            acc = self.check(Record(producer, pseq, stype, raw, **meta))
+            if meta.get("record_id") is None and not holds_ids(record, raw)[0]:
+                meta["record_id"] = new_record_id()
+            rec = Record(producer, pseq, stype, raw, **meta)
+            spec = self.registry.specs.get(stype)
+            acc = self.check(with_default_version(rec, spec.config.default_version) if spec else rec)
         except ValidationError as e:
             self.reject(stype, raw, e, producer, pseq)
             raise

@@ -10,6 +10,8 @@ long as it runs.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,14 +19,21 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from ._run import endpoints, lock_endpoints, take_lock
-from .config import load_config
+from ._run import endpoints, lock_endpoints, release_endpoints, take_lock
+from .config import load_config, metrics_address
+from .exceptions import ConfigError, UsageError
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from ._metrics import MetricsServer
 
 __all__ = ["RestartPolicy", "Supervisor"]
 
 EXIT_CONFIG = 2  # the recorder refused its config or lock: restarting will not help
+EXIT_RUNTIME = 3  # the recorder kept crashing, or failed while stopping
+_log = logging.getLogger("recorder.supervisor")
 
 
 @dataclass
@@ -58,33 +67,113 @@ class RestartPolicy:
         return self.delay
 
 
+def _check_data_root(root: str) -> None:
+    """Refuse, in one line, a data root that cannot be one: a file, or a directory this user cannot write.
+
+    Raises:
+        UsageError: naming the data root and what is wrong with it.
+    """
+    probe = root
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    where = root if probe == root else f"{root}: {probe}"
+    if not os.path.isdir(probe):
+        raise UsageError("data root", f"{where} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError("data root", f"{where} is not writable (permissions or a read-only file system)")
+
+
 class Supervisor:
-    """Runs one recorder process for a data root until told to stop."""
+    """Runs one recorder process for a data root until told to stop.
+
+    The config is validated whole (models imported, paths checked) and the
+    data root checked before anything is created on disk.
+
+    Args:
+        config: registry TOML, or None for the packaged default.
+        data_root: overrides ``recorder.data_root``.
+        policy: when to restart; default from ``restart_limit`` and ``restart_window_s``.
+        out: where READY and METRICS lines go (default: stdout).
+        log_format, log_level: passed to the recorder process (default: the config's).
+        metrics: Prometheus address (``PORT`` or ``HOST:PORT``); overrides ``metrics_address``.
+
+    Raises:
+        ConfigError: the config is wrong or a model does not import.
+        UsageError: the data root or the metrics address cannot be used.
+    """
 
     def __init__(self, config: str | None, data_root: str | None, policy: RestartPolicy | None = None,
-                 out: IO[str] | None = None) -> None:
+                 out: IO[str] | None = None, *, log_format: str | None = None, log_level: str | None = None,
+                 metrics: str | None = None) -> None:
         self.config_path = config
         self.config = load_config(config)
-        self.data_root = os.path.realpath(data_root or self.config.recorder.data_root)
-        self.ep = endpoints(self.config, self.data_root)
+        Registry.from_config(self.config)
         s = self.config.recorder
+        self.data_root = os.path.realpath(data_root or s.data_root)
+        _check_data_root(self.data_root)
+        self.ep = endpoints(self.config, self.data_root)
+        self.log_format = log_format or s.log_format
+        self.log_level = log_level or s.log_level
+        address = s.metrics_address if metrics is None else metrics
+        try:
+            self.metrics_at = metrics_address(address) if address else None
+        except ValueError as e:
+            raise UsageError("--metrics", str(e)) from e
         self.policy = policy or RestartPolicy(max_restarts=s.restart_limit, window=s.restart_window_s)
         self.out = out or sys.stdout
         self.restarts = 0
         self.stopping = False
         self.child: subprocess.Popen[str] | None = None
+        self._endpoint_lock: int | None = None
         self._locks: list[int] = []
+        self._metrics: MetricsServer | None = None
 
     def _lock(self) -> None:
-        self._locks.append(lock_endpoints(self.ep))
+        self._endpoint_lock = lock_endpoints(self.ep)
         internal = os.path.join(self.data_root, "_recorder")
-        os.makedirs(internal, exist_ok=True)
-        self._locks.append(take_lock(os.path.join(internal, "supervisor.lock"),
-                                     f"{self.data_root}: a recorder already runs on this data root", mode=0o644))
+        try:
+            os.makedirs(internal, exist_ok=True)
+            self._locks.append(take_lock(os.path.join(internal, "supervisor.lock"),
+                                         f"{self.data_root}: a recorder already runs on this data root",
+                                         mode=0o644))
+        except OSError as e:
+            raise UsageError("data root", f"{self.data_root}: cannot use it: {e.strerror or e}") from e
+
+    def _unlock(self) -> None:
+        for fd in self._locks:
+            os.close(fd)
+        self._locks.clear()
+        if self._endpoint_lock is not None:
+            release_endpoints(self.ep, self._endpoint_lock)  # sockets, lock and the run directory
+            self._endpoint_lock = None
+
+    def _serve_metrics(self) -> None:
+        if self.metrics_at is None:
+            return
+        try:
+            from ._metrics import MetricsServer
+        except ImportError as e:
+            raise ConfigError(self.config.source, "recorder.metrics_address",
+                              f"needs the prometheus_client package (pip install 'recorder[metrics]'): {e}") from e
+        curve = None
+        s = self.config.recorder
+        if s.curve_server_secret:
+            import zmq.auth
+
+            # the supervisor asks with the recorder's own key pair: list server.key in curve_clients_dir
+            public, secret = zmq.auth.load_certificate(s.curve_server_secret)
+            if secret is not None:
+                curve = (public, public, secret)
+        self._metrics = MetricsServer(*self.metrics_at, self.ep.control, s.metrics_timeout_s, curve,
+                                      lambda: self.restarts)
+        _log.info("metrics at %s", self._metrics.url)
+        self.out.write("METRICS " + json.dumps({"url": self._metrics.url}) + "\n")
+        self.out.flush()
 
     def _spawn(self) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "recorder.router", "--supervised",
-               "--data-root", self.data_root, "--restarts", str(self.restarts)]
+               "--data-root", self.data_root, "--restarts", str(self.restarts),
+               "--log-format", self.log_format, "--log-level", self.log_level]
         if self.config_path:
             cmd += ["--config", self.config_path]
         env = None
@@ -119,42 +208,59 @@ class Supervisor:
             self.child.send_signal(signal.SIGTERM)
 
     def run(self) -> int:
-        """Supervise until SIGTERM/SIGINT (exit 0 after a graceful stop) or giving up (1)."""
-        self._lock()
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        """Supervise until SIGTERM/SIGINT (0 after a clean stop), a refused start (2) or giving up (3).
+
+        Raises:
+            RecorderError: another recorder runs on the data root, or the
+                data root or metrics address cannot be used.
+        """
         try:
-            while True:
-                started = time.monotonic()
-                self.child = self._spawn()
-                self._await_ready(self.child)
-                if self.stopping and self.child.poll() is None:
-                    self.child.send_signal(signal.SIGTERM)
-                rc = self._wait(self.child)
-                if self.stopping:
-                    return 0 if rc == 0 else 1
-                if rc == EXIT_CONFIG:
-                    print("recorder: the recorder refused to start (see above); not restarting", file=sys.stderr)
-                    return EXIT_CONFIG
-                delay = self.policy.on_exit(time.monotonic(), time.monotonic() - started)
-                if delay is None:
-                    print(f"recorder: {self.policy.max_restarts} crashes within {self.policy.window:g} s; "
-                          "giving up", file=sys.stderr)
-                    return 1
-                self.restarts += 1
-                print(f"recorder: recorder pid {self.child.pid} exited with {rc}; restart #{self.restarts} "
-                      f"in {delay:.2f} s", file=sys.stderr, flush=True)
-                end = time.monotonic() + delay
-                while not self.stopping and time.monotonic() < end:
-                    time.sleep(min(0.05, max(0.0, end - time.monotonic())))
-                if self.stopping:
-                    return 0
+            self._lock()
+            self._serve_metrics()
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+            _log.info("supervising a recorder on %s (config %s)", self.data_root, self.config.source,
+                      extra={"fields": {"pid": os.getpid()}})
+            return self._supervise()
         finally:
             if self.child is not None and self.child.poll() is None:
                 self.child.kill()
                 self.child.wait()
-            for fd in self._locks:
-                os.close(fd)
+            if self._metrics is not None:
+                self._metrics.close()
+            self._unlock()
+
+    def _supervise(self) -> int:
+        while True:
+            started = time.monotonic()
+            self.child = self._spawn()
+            if self._await_ready(self.child):
+                _log.info("recorder pid %d is ready (restart %d)", self.child.pid, self.restarts)
+            if self.stopping and self.child.poll() is None:
+                self.child.send_signal(signal.SIGTERM)
+            rc = self._wait(self.child)
+            if self.stopping:
+                if rc == 0:
+                    _log.info("stopped cleanly (recorder pid %d exited with 0)", self.child.pid)
+                    return 0
+                _log.error("recorder pid %d exited with %d while stopping", self.child.pid, rc)
+                return EXIT_RUNTIME
+            if rc == EXIT_CONFIG:
+                _log.error("the recorder refused to start (see above); not restarting")
+                return EXIT_CONFIG
+            delay = self.policy.on_exit(time.monotonic(), time.monotonic() - started)
+            if delay is None:
+                _log.error("%d crashes within %g s; giving up", self.policy.max_restarts, self.policy.window)
+                return EXIT_RUNTIME
+            self.restarts += 1
+            _log.warning("recorder pid %d exited with %d; restart #%d in %.2f s", self.child.pid, rc,
+                         self.restarts, delay)
+            end = time.monotonic() + delay
+            while not self.stopping and time.monotonic() < end:
+                time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+            if self.stopping:
+                _log.info("stopped cleanly (while waiting to restart the recorder)")
+                return 0
 
     def _wait(self, child: subprocess.Popen[str]) -> int:
         stop_deadline: float | None = None

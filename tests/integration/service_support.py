@@ -71,12 +71,12 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class Proc:
     """A started child: stdout lines (READY lines parsed into a queue), stderr kept."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
         self.name = name
         self.cmd = cmd
         self.popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, env=env,
-                                      start_new_session=True)
+                                      start_new_session=True, cwd=cwd)
         self.pid = self.popen.pid
         self.ready: queue.Queue[dict[str, Any]] = queue.Queue()
         self.first_ready: dict[str, Any] = {}  # set by Procs when it waited for READY
@@ -175,15 +175,16 @@ class Procs:
         self.started: list[Proc] = []
         self.roots: set[str] = set()
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
-        p = Proc(name, [sys.executable, *args], clean_env(env))
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
+        p = Proc(name, [sys.executable, *args], clean_env(env), cwd)
         self.started.append(p)
         return p
 
-    def supervisor(self, root: Path, env: dict[str, str] | None = None, ready: bool = True) -> Proc:
-        """``recorder run --data-root root``; waits for the first READY unless ``ready=False``."""
+    def supervisor(self, root: Path, env: dict[str, str] | None = None, ready: bool = True,
+                   extra: list[str] | None = None, cwd: Path | None = None) -> Proc:
+        """``recorder run --data-root root [extra]``; waits for the first READY unless ``ready=False``."""
         self.roots.add(str(root))
-        p = self.spawn("supervisor", ["-m", "recorder", "run", "--data-root", str(root)], env)
+        p = self.spawn("supervisor", ["-m", "recorder", "run", "--data-root", str(root), *(extra or [])], env, cwd)
         if ready:
             p.first_ready = p.next_ready()
         return p

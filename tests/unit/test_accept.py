@@ -97,7 +97,9 @@ IDS = ["record_id", "schema_version", "user_id", "session_id", "source"]
 def put_path(obj: Any, path: tuple[Any, ...], value: Any) -> None:
     for p in path[:-1]:
         obj = obj[p]
-    obj[path[-1]] = value
+    # a copy: a drawn constant ({} from TRICKY) edited in place later would change what the
+    # strategy draws next, and a replayed example would then draw differently (FlakyStrategyDefinition)
+    obj[path[-1]] = copy.deepcopy(value)
 
 
 def drop_path(obj: Any, path: tuple[Any, ...]) -> None:

@@ -135,8 +135,9 @@ def test_read_skips_an_unfinished_batch(tmp_path: Path) -> None:
     assert [e["record"] for e in read(root)] == [sample_message(i=0)]
 
 
-def test_read_reports_a_line_that_is_not_json(tmp_path: Path) -> None:
-    """A whole line in the middle of a file that is not JSON raises CorruptionError with its line and offset."""
+def test_strict_read_raises_at_a_line_that_is_not_json(tmp_path: Path) -> None:
+    """With strict=True, a whole line in the middle of a file that is not JSON raises CorruptionError with its
+    line and offset."""
     root = tmp_path / "data"
     with Store(None, data_root=root) as s:
         for i in range(3):
@@ -146,7 +147,7 @@ def test_read_reports_a_line_that_is_not_json(tmp_path: Path) -> None:
     starts = line_starts(data)
     path.write_bytes(data[: starts[2]] + b"not json\n" + data[starts[3]:])
     with pytest.raises(CorruptionError) as info:
-        list(read(root))
+        list(read(root, strict=True))
     assert (info.value.line, info.value.offset) == (3, starts[2])
 
 

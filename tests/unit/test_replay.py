@@ -109,7 +109,7 @@ def test_replay_leaves_out_what_no_commit_mark_covers(tmp_path: Path, hashing: s
 
 @pytest.mark.parametrize("line", [2, 4, 7], ids=["first", "middle", "last"])
 def test_replay_reports_a_damaged_line_as_read_does(tmp_path: Path, line: int) -> None:
-    """A record line that is not JSON raises CorruptionError naming the file and line, as read() does."""
+    """A record line that is not JSON raises CorruptionError naming the file and line, as read(strict=True) does."""
     with Store(parse_config(SEGMENTED, "<test>"), data_root=tmp_path / "d") as s:
         write_at(s, [i * MS for i in range(6)], batch=2)
     journal = tmp_path / "d" / "seg" / "a3cp_message_0000.jsonl"
@@ -117,7 +117,7 @@ def test_replay_reports_a_damaged_line_as_read_does(tmp_path: Path, line: int) -
     lines[line - 1] = b"{not json" + lines[line - 1][9:]
     journal.write_bytes(b"".join(lines))
     with pytest.raises(CorruptionError) as read_err:
-        list(read(tmp_path / "d"))
+        list(read(tmp_path / "d", strict=True))
     with pytest.raises(CorruptionError) as replay_err:
         list(replay(tmp_path / "d", speed=None))
     assert (replay_err.value.path, replay_err.value.line) == (read_err.value.path, read_err.value.line) == (
@@ -343,8 +343,9 @@ def test_cli_replay_bad_input_names_the_option(mixed: Path, capsys: pytest.Captu
 
 def test_cli_replay_without_subscribers_gives_up_naming_the_option(mixed: Path, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """A replay to an endpoint nobody subscribes to stops after --wait-timeout with an error, sending nothing."""
-    assert main(["replay", str(mixed), "-q", "--to", f"ipc://{tmp_path}/nobody", "--wait-timeout", "0.2"]) == 2
+    """A replay to an endpoint nobody subscribes to stops after --wait-timeout with an error, sending nothing
+    (exit 3: a runtime failure, as when no recorder answers)."""
+    assert main(["replay", str(mixed), "-q", "--to", f"ipc://{tmp_path}/nobody", "--wait-timeout", "0.2"]) == 3
     assert "--wait-subscribers" in capsys.readouterr().err
 
 

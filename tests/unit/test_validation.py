@@ -69,8 +69,9 @@ def test_corpus_example_is_accepted_and_round_trips(tmp_path: Path, module: str,
 
 
 @pytest.mark.parametrize("which", ["input", "output"])
-def test_feedback_log_needs_record_id_and_version_as_metadata(tmp_path: Path, which: str) -> None:
-    """A feedback_log record lacks record_id and schema_version: refused alone, accepted with them as metadata."""
+def test_feedback_log_needs_a_version_and_gets_a_record_id(tmp_path: Path, which: str) -> None:
+    """A feedback_log record lacks record_id and schema_version: refused without a version, stored with a
+    new record_id when none is given (intended change: it was refused), a given id kept."""
     raw = corpus_bytes("feedback_log", which)
     root = tmp_path / "data"
     rid = str(uuid.UUID(int=7, version=4))
@@ -78,14 +79,15 @@ def test_feedback_log_needs_record_id_and_version_as_metadata(tmp_path: Path, wh
         with pytest.raises(ValidationError) as info:
             s.record(raw, schema_type="feedback_log")
         assert info.value.field == "schema_version"
-        with pytest.raises(ValidationError) as info:
-            s.record(raw, schema_type="feedback_log", schema_version="1.0.0")
-        assert info.value.field == "record_id"
+        s.record(raw, schema_type="feedback_log", schema_version="1.0.0")
         s.record(raw, schema_type="feedback_log", schema_version="1.0.0", record_id=rid)
-    env = only_record(root)
-    assert env["record"] == json.loads(raw)  # stored as sent: no fields added to the record
-    assert env["record_id"] == rid and env["schema_version"] == "1.0.0"
-    assert env["user_id"] == "user_xyz789" and env["session_id"] == "session_abc123"
+    made, given = [e for e in lines(journal_path(root, "feedback_log", "user_xyz789", "session_abc123"))[1:]]
+    assert str(uuid.UUID(made["record_id"])) == made["record_id"] != rid
+    assert given["record_id"] == rid
+    for env in (made, given):
+        assert env["record"] == json.loads(raw)  # stored as sent: no fields added to the record
+        assert env["schema_version"] == "1.0.0"
+        assert env["user_id"] == "user_xyz789" and env["session_id"] == "session_abc123"
 
 
 @pytest.mark.parametrize("schema_type", ["raw_action", "a3cp_message", "audit_event"])
