@@ -24,7 +24,7 @@ from ._run import take_lock
 from .config import Config, load_config
 from .exceptions import RecorderError, StorageFull, ValidationError
 from .journal import Journal
-from .registry import Registry, TypeSpec
+from .registry import Registry
 from .protocol import Record
 from .schema.accept import Accepted, Acceptor
 from .validation import encode_record, quarantine_copy, safe_json
@@ -115,18 +115,6 @@ class _Quarantine:
         self.journal.close()
 
 
-def _fast_ok(spec: TypeSpec) -> bool:
-    """Whether the typed fast path may be tried for ``spec``'s records.
-
-    Not for models without a ``schema_version`` or ``record_id`` field (a
-    user's own model, whose ids come as metadata): the fast path reads the
-    version from the decoded record and declines every record whose id
-    comes as metadata, so such types take the reference rules directly.
-    """
-    return all(name in model.model_fields or model.model_config.get("extra") == "allow"
-               for _, model in spec.models for name in ("schema_version", "record_id"))
-
-
 class Store:
     """Validates and durably records records into one data root.
 
@@ -183,7 +171,7 @@ class Store:
         self.sealer = Sealer(self.root_fd, self.registry, self.catalog, self.usage, self.event)
         self._free: tuple[float, int] = (0.0, 0)
         #: the one accept step per type, shared by Store.record and the service's actors
-        self.acceptors = {name: Acceptor(spec, settings.max_depth, settings.session_end_event, _fast_ok(spec))
+        self.acceptors = {name: Acceptor(spec, settings.max_depth, settings.session_end_event)
                           for name, spec in self.registry.specs.items()}
         self.writers = {
             name: TypeWriter(spec, self.root_fd, header, settings.max_open_files, self.event, state_fd,

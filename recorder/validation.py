@@ -207,9 +207,11 @@ def validate(spec: TypeSpec, raw: bytes, meta: Record, max_depth: int = 32) -> V
     model = spec.model_for(version)
     candidate = obj
     given = {"record_id": record_id, "schema_version": version, "user_id": user_id, "session_id": session_id}
-    if any(obj.get(k) is None and v is not None for k, v in given.items()):
-        # ids passed as metadata stand in for the record's own when it has none
-        candidate = {**obj, **{k: v for k, v in given.items() if v is not None and obj.get(k) is None}}
+    fill = {k: v for k, v in given.items() if v is not None and obj.get(k) is None and k in model.model_fields}
+    if fill:
+        # ids passed as metadata stand in for the record's own when it has none, where the
+        # model declares the field; otherwise they go into the envelope only
+        candidate = {**obj, **fill}
     try:
         model.model_validate(candidate)
     except pydantic.ValidationError as e:

@@ -136,7 +136,7 @@ class Acceptor:
                         continue
             else:
                 return None
-        version = obj.schema_version
+        version = getattr(obj, "schema_version", UNSET)  # a model may not declare it: metadata names it
         if version is UNSET or version is None:
             version = rec.schema_version
         elif rec.schema_version is not None and rec.schema_version != version:
@@ -153,7 +153,9 @@ class Acceptor:
                 obj = fast.decoder.decode(raw)
             if fast.verify is not None:
                 fast.verify(obj)
-            record_id, user_id, session_id = obj.record_id, obj.user_id, obj.session_id
+            record_id = getattr(obj, "record_id", UNSET)
+            user_id = getattr(obj, "user_id", UNSET)
+            session_id = getattr(obj, "session_id", UNSET)
             if rec.record_id is not None or record_id is UNSET or record_id is None:
                 record_id = _id(fast, record_id, rec.record_id, "record_id")
             if rec.user_id is not None or user_id is UNSET or user_id is None:
@@ -230,9 +232,8 @@ def _id(fast: Fast, inner: Any, outer: Any, name: str) -> Any:
         if outer is None:
             return None
         kind = fast.id_types[name]
-        if kind is None:
-            raise _Declined  # the model has no such field and refuses extra ones
-        msgspec.convert(outer, kind)  # raises if the model's field would refuse it
+        if kind is not None:  # a field of the model: the metadata value must fit it
+            msgspec.convert(outer, kind)
         return outer
     if outer is not None and outer != inner:
         raise _Declined  # the reference names the disagreement

@@ -78,8 +78,8 @@ class Fast:
     #: post-decode checks: a function of the decoded Struct that raises if it fails
     verify: Callable[[Any], None] | None
     depth: int  # deepest nesting the type allows (_NO_DEPTH: unbounded)
-    #: per id field: its msgspec type (metadata values are converted to it), or
-    #: None when the model lacks it and refuses extra fields
+    #: per id field: its msgspec type (a metadata value must fit it), or None
+    #: where the model does not declare it (the value goes to the envelope only)
     id_types: dict[str, Any]
     has_timestamp: bool
     has_source: bool
@@ -98,10 +98,7 @@ def derive(model: type[BaseModel]) -> Fast | str:
     fields = model.model_fields
     id_types: dict[str, Any] = {}
     for name in ID_FIELDS:
-        if name in fields:
-            id_types[name] = struct.__annotations__[name]
-        else:
-            id_types[name] = Any if model.model_config.get("extra") == "allow" else None
+        id_types[name] = struct.__annotations__[name] if name in fields else None
     runner = _runner(plan) if plan else None
     return Fast(model, msgspec.json.Decoder(struct), runner, depth, id_types, "timestamp" in fields,
                 "source" in fields)

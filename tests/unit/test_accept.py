@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from conftest import CORPUS
 from hypothesis import given, settings
+from pydantic import BaseModel, ConfigDict
 from hypothesis import strategies as st
 from test_fuzz_records import MUTATIONS, RUN, SCHEMAS, deliveries, examples, stype_of, value_paths
 
@@ -23,7 +24,7 @@ from recorder.protocol import Record
 from recorder.schema.accept import Accepted, Acceptor
 from recorder.schema.fast import Fast, derive
 from recorder.a3cp import A3CPMessage, AuditEvent, FeedbackLogEntry, RawActionRecord
-from recorder.config import load_config
+from recorder.config import load_config, parse_config
 from recorder.registry import Registry
 from recorder.testing import sample_audit, sample_message, sample_raw_action
 
@@ -271,3 +272,33 @@ def test_versions_of_one_type_alternating_all_take_the_fast_path() -> None:
             rec.update(schema_version="1.1.0", model_version="m2")
         acceptor(Record("p", i + 1, "a3cp_message", json.dumps(rec, separators=(",", ":")).encode()))
     assert acceptor.counts == {"fast": 6, "reference": 0, "disagreements": 0}, acceptor.counts
+
+
+class Plain(BaseModel):
+    """A producer's own model: no record_id, no schema_version, no user_id field, extra fields refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    intent: str
+    score: float
+
+
+PLAIN_CONFIG = """
+[types.plain]
+model = "test_accept:Plain"
+path = "plain/{user_id}.jsonl"
+"""
+
+
+def test_a_model_without_id_fields_takes_the_fast_path_with_ids_as_metadata() -> None:
+    """Ids given as metadata go to the envelope only where the model lacks the field (even with
+    extra='forbid'): both paths accept, on the fast path, with the same bytes."""
+    spec = Registry.from_config(parse_config(PLAIN_CONFIG, "<plain>")).get("plain")
+    fast, ref = Acceptor(spec, MAX_DEPTH, None), Acceptor(spec, MAX_DEPTH, None, fast=False)
+    meta = {"record_id": "r-1", "schema_version": "1.0.0", "user_id": "u1"}
+    rec = Record("p", 1, "plain", b'{"intent":"drink","score":0.5}', **meta)
+    got = outcome(fast, rec)
+    assert got == outcome(ref, rec) and got[0] == "accepted" and fast.counts["fast"] == 1
+    wrong = Record("p", 2, "plain", b'{"intent":"drink","score":"high"}', **meta)
+    got = outcome(fast, wrong)
+    assert got == outcome(ref, wrong) and got[0] == "refused"
