@@ -4,8 +4,8 @@ A writer asks :func:`logged` at start which segments it finds sealed already
 have their ``segment_sealed`` event (a kill can fall between the state file
 saying "sealing" and the event), so it writes only the missing ones.
 :func:`check_trail` compares the whole log with the manifests, tombstones and
-catalog of a data root no recorder is writing (benchmarks, tests). Both only
-read.
+catalog of a data root no recorder is writing, and :func:`segment_sizes`
+lists every segment's size (benchmarks, tests). All of them only read.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import msgspec
 from . import _durable
 from .catalog import scan_manifests
 
-__all__ = ["AUDIT", "Trail", "check_trail", "logged"]
+__all__ = ["AUDIT", "Trail", "check_trail", "logged", "segment_sizes"]
 
 AUDIT = "audit.jsonl"
 _INTERNAL = "_recorder"
@@ -167,3 +167,34 @@ def check_trail(root: str | Path) -> Trail:
         if deleted.get(path, 0) != 1:
             t.problems.append(f"{path}: tombstone, but {deleted.get(path, 0)} segment_deleted events")
     return t
+
+
+def segment_sizes(root: str | Path) -> dict[str, list[tuple[str, int, int]]]:
+    """Schema type -> (journal path, records, bytes) of every segment under ``root``, by path.
+
+    A sealed segment is measured by its manifest (its journal may be gone,
+    converted to Parquet); an open one by its journal's whole lines (a
+    journal is a segment when its header has ``segment``).
+    """
+    root = Path(root)
+    found: dict[str, dict[str, tuple[int, int]]] = {}
+    for kind, doc in scan_manifests(root):
+        m = doc if kind == "seal" else doc.get("manifest") or {}
+        found.setdefault(str(m.get("schema_type")), {})[str(m.get("path"))] = (int(m.get("records") or 0),
+                                                                              int(m.get("bytes") or 0))
+    for path in sorted(root.rglob("*.jsonl")):
+        rel = str(path.relative_to(root))
+        if rel.startswith(_INTERNAL + "/") or path.name.startswith("."):
+            continue
+        data = path.read_bytes()
+        try:
+            header = msgspec.json.decode(data.split(b"\n", 1)[0])
+        except msgspec.DecodeError:
+            continue
+        if not isinstance(header, dict) or "segment" not in header:
+            continue
+        segs = found.setdefault(str(header.get("schema_type")), {})
+        if rel not in segs:
+            whole = data[: data.rfind(b"\n") + 1]
+            segs[rel] = (max(0, whole.count(b"\n") - 1), len(data))
+    return {t: sorted((p, r, b) for p, (r, b) in segs.items()) for t, segs in found.items()}

@@ -9,13 +9,12 @@ one ``segment_sealed`` event per sealed segment.
 
 from __future__ import annotations
 
-import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
 from recorder import Client
-from recorder._trail import check_trail
+from recorder._trail import check_trail, segment_sizes
 from recorder.testing import sample_message, sample_raw_action
 
 from .service_support import Procs, Proc, assert_verified, check_exactly_once, stats
@@ -45,21 +44,6 @@ def _recorder(procs: Procs, root: Path, config: Path) -> Proc:
     p = procs.spawn("recorder", ["-m", "recorder.router", "--data-root", str(root), "--config", str(config)])
     p.first_ready = p.next_ready()
     return p
-
-
-def segment_sizes(root: Path) -> dict[str, list[tuple[str, int, int]]]:
-    """schema type -> (journal, records, bytes) of every segment: sealed ones from their manifests, open ones as they are."""
-    out: dict[str, dict[str, tuple[int, int]]] = {t: {} for t in LIMITS}
-    for m in root.rglob("*.manifest.json"):
-        doc = json.loads(m.read_bytes())
-        out[doc["schema_type"]][doc["path"]] = (doc["records"], doc["bytes"])
-    for t in LIMITS:
-        for j in root.rglob(f"{t}_*.jsonl"):
-            rel = str(j.relative_to(root))
-            if rel not in out[t]:
-                data = j.read_bytes()
-                out[t][rel] = (data.count(b"\n") - 1, len(data))
-    return {t: sorted((p, r, b) for p, (r, b) in segs.items()) for t, segs in out.items()}
 
 
 def test_a_backlog_resent_after_a_restart_is_split_at_every_segment_limit(

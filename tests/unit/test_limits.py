@@ -18,6 +18,7 @@ from test_powerloss import scratch  # noqa: F401 - the fixture
 
 from recorder import StorageFull, Store, _durable, read, verify
 from recorder._segcheck import check_segments
+from recorder._trail import segment_sizes
 from recorder._split import fitting, line_bytes
 from recorder.journal import Journal
 from recorder.protocol import Record
@@ -62,20 +63,9 @@ def batch(store: Store, schema_type: str, records: list[dict[str, Any]], first_p
     return out
 
 
-def segments(root: Path, pattern: str) -> list[tuple[str, int, int]]:
-    """(journal, records, bytes) of every segment, sealed (from its manifest) or open (from its journal)."""
-    import json
-
-    out = {}
-    for m in root.rglob(pattern + ".manifest.json"):
-        doc = json.loads(m.read_bytes())
-        out[doc["path"]] = (doc["records"], doc["bytes"])
-    for j in root.rglob(pattern + ".jsonl"):
-        rel = str(j.relative_to(root))
-        if rel not in out:
-            data = j.read_bytes()
-            out[rel] = (data.count(b"\n") - 1, len(data))
-    return sorted((p, r, b) for p, (r, b) in out.items())
+def segments(root: Path, schema_type: str) -> list[tuple[str, int, int]]:
+    """(journal, records, bytes) of every segment of a type, sealed (from its manifest) or open."""
+    return segment_sizes(root).get(schema_type, [])
 
 
 def test_a_batch_crossing_rotate_records_is_split_at_every_boundary(tmp_path: Path) -> None:
@@ -84,7 +74,7 @@ def test_a_batch_crossing_rotate_records_is_split_at_every_boundary(tmp_path: Pa
     with Store(write_config(tmp_path, "rotate_records = 7"), data_root=root) as store:
         store.writers["msg"].write(batch(store, "msg", [sample_message(i=i) for i in range(30)]))
         assert store.sealer.wait_idle(30)
-    got = segments(root, "**/msg_*")
+    got = segments(root, "msg")
     assert [(p.rsplit("/", 1)[1], r) for p, r, _ in got] == [
         ("msg_0000.jsonl", 7), ("msg_0001.jsonl", 7), ("msg_0002.jsonl", 7), ("msg_0003.jsonl", 7),
         ("msg_0004.jsonl", 2)]
@@ -100,7 +90,7 @@ def test_a_batch_crossing_rotate_bytes_is_split_so_no_segment_passes_it(tmp_path
     with Store(write_config(tmp_path, f"rotate_bytes = {limit}", hashing=hashing), data_root=root) as store:
         store.writers["msg"].write(batch(store, "msg", [sample_message(i=i) for i in range(40)]))
         assert store.sealer.wait_idle(30)
-    got = segments(root, "**/msg_*")
+    got = segments(root, "msg")
     assert len(got) >= 5
     for (path, _, size), (nxt, _, _) in zip(got, got[1:]):
         assert size <= limit, (path, size)
@@ -118,7 +108,7 @@ def test_a_record_larger_than_rotate_bytes_sits_alone_in_its_segment(tmp_path: P
     with Store(write_config(tmp_path, "rotate_records = 0", "rotate_bytes = 4000"), data_root=root) as store:
         store.writers["pq"].write(batch(store, "pq", recs))
         assert store.sealer.wait_idle(30)
-    got = segments(root, "**/pq_*")
+    got = segments(root, "pq")
     assert [r for _, r, _ in got] == [1, 1, 1]
     assert got[0][2] <= 4000 < got[1][2] and got[2][2] <= 4000
     assert [e["pseq"] for e in read(root, schema_type="pq")] == [0, 1, 2]
@@ -150,7 +140,7 @@ def test_a_failure_in_a_later_part_cuts_every_part_back(tmp_path: Path, monkeypa
         writer.write(batch(store, "msg", [sample_message(i=i) for i in range(10, 16)], first_pseq=10))
         assert store.sealer.wait_idle(30)
     assert [e["pseq"] for e in read(root, schema_type="msg")] == [0, 1, 2, 10, 11, 12, 13, 14, 15]
-    assert [r for _, r, _ in segments(root, "**/msg_*")] == [5, 4]
+    assert [r for _, r, _ in segments(root, "msg")] == [5, 4]
     assert verify([root])[1] == []  # segment 1's new header names segment 0's real chain head
 
 
