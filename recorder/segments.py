@@ -22,6 +22,7 @@ import msgspec
 
 from . import _durable
 from ._env import iso_ns
+from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, Catalog
 from .registry import Registry
 
@@ -165,6 +166,10 @@ class Sealer(threading.Thread):
         self.jobs.put(None)
 
     def run(self) -> None:
+        try:
+            self._log_interrupted_deletes()
+        except Exception as e:  # noqa: BLE001 - an audit gap is reported, never a reason to stop sealing
+            self.on_event("seal_failed", {"path": "_recorder/audit.jsonl", "error": f"{type(e).__name__}: {e}"})
         while True:
             try:
                 job = self.jobs.get(timeout=5.0)
@@ -194,6 +199,28 @@ class Sealer(threading.Thread):
                 return False
             time.sleep(0.01)
         return True
+
+    def _log_interrupted_deletes(self) -> None:
+        """Write the ``segment_deleted`` events a kill kept out of the audit log.
+
+        A deletion appends its catalog entry, then its event; a kill in
+        between leaves a deleted segment without its event. Such an entry is
+        among the catalog's last ones at start: those without an event in
+        the audit log get it now, marked recovered.
+        """
+        paths = [p for op, p in self.catalog.last if op == "delete"]
+        if not paths:
+            return
+        have = logged(self.root_fd, "segment_deleted", paths)
+        for path in paths:
+            seg = self.catalog.segments.get(path)
+            if path in have or seg is None or seg.deleted is None:
+                continue
+            m = seg.manifest
+            self.on_event("segment_deleted", {"path": path, "reason": seg.deleted.get("reason"),
+                                              "sha256": m.get("sha256"), "records": m.get("records"),
+                                              "bytes": None, "recovered": True})
+            have.add(path)
 
     # -- one segment -------------------------------------------------------
     def seal(self, schema_type: str, rel: str, stream: str, segment: int) -> None:

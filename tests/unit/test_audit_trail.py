@@ -158,3 +158,58 @@ def test_logged_reads_the_audit_log_backwards_across_chunks(tmp_path: Path) -> N
         first = "logs/elias01/sess_demo/msg_0000.jsonl"
         assert logged(store.root_fd, "segment_sealed", [first, "logs/none.jsonl"]) == {first}
         assert logged(store.root_fd, "filler", ["x/0", "x/2999", "x/3000"]) == {"x/0", "x/2999"}
+
+
+DELETING = """\
+[recorder]
+min_free_bytes = 0
+
+[types.msg]
+model = "recorder.a3cp:A3CPMessage"
+path = "logs/{user_id}/{session_id}/msg_{segment:04d}.jsonl"
+rotate_records = 2
+max_bytes = 8000
+on_limit = "delete_oldest"
+"""
+
+
+def kill_after_first_delete_entry(cfg: Path, root: Path) -> int:
+    """Record in a forked child until delete_oldest makes room; SIGKILL it right after the catalog's first
+    delete entry, before its segment_deleted event; returns the child's status."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        code = 3
+        try:
+            store = Store(cfg, data_root=root)
+            add = store.catalog.add
+
+            def add_then_die(op: str, *args: object, **kw: object) -> None:
+                add(op, *args, **kw)  # type: ignore[arg-type]
+                if op == "delete":
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            store.catalog.add = add_then_die  # type: ignore[method-assign]
+            for i in range(40):
+                store.record(sample_message(i=i), schema_type="msg", producer="p", pseq=i)
+        except BaseException:  # noqa: BLE001 - reported through the exit status
+            code = 4
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return status
+
+
+def test_a_kill_between_a_deletion_and_its_audit_event_gets_the_event_at_the_next_start(tmp_path: Path) -> None:
+    """A segment deleted by a storage limit whose segment_deleted event a kill kept out gets it (marked recovered)
+    when the recorder starts again, once; the trail then matches the tombstones."""
+    (tmp_path / "d.toml").write_text(DELETING, encoding="utf-8")
+    cfg, root = tmp_path / "d.toml", tmp_path / "data"
+    status = kill_after_first_delete_entry(cfg, root)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    assert check_trail(root).events["segment_deleted"] == 0  # precondition: the event is missing
+    for _ in range(2):  # the second start finds the event and writes no other
+        with Store(cfg, data_root=root) as store:
+            assert store.sealer.wait_idle(10)
+    trail = check_trail(root)
+    assert trail.tombstones == 1 and trail.events["segment_deleted"] == 1, trail.summary()
+    assert trail.problems == [], trail.problems
