@@ -347,6 +347,47 @@ def test_a_null_item_the_model_does_not_allow_is_refused(field: str, value: Any,
     assert info.value.field == path and "line seq 3" in info.value.reason
 
 
+def test_an_explicit_null_the_layout_cannot_keep_is_refused_not_turned_into_an_absent_key() -> None:
+    """A null in a struct with no ``_nulls`` column (its model's types all exclude None) refuses the conversion,
+    naming the field, instead of reading back as an absent key."""
+    frame = {"frame_index": 0, "landmarks": {"hand": {"tip": {"x": 0.1, "y": 0.2, "z": None}}}}
+    rec = dict(sample_raw_action(i=0, frames=1), frames=[frame])
+    with pytest.raises(ValidationError) as info:
+        parquet.to_table([envelope(rec, 4, "raw_action")], lambda v: a3cp.RawActionRecord)
+    assert info.value.field == "record.frames[0].landmarks['hand']['tip'].z" and "line seq 4" in info.value.reason
+
+
+def test_nulls_and_envelope_ids_are_listed_only_where_they_are() -> None:
+    """``_nulls`` names exactly the keys present with null in each struct (null when none); ``_from_envelope``
+    names the ids given beside the record only."""
+    frames = [{"frame_index": 0, "timestamp": None, "landmarks": {}}, {"frame_index": 1, "landmarks": {}}]
+    rec = {k: v for k, v in dict(sample_raw_action(i=0), frames=frames, fps=None).items() if k != "record_id"}
+    env = envelope(rec, 5, "raw_action", record_id=str(uuid.UUID(int=77)))
+    row = parquet.to_table([env], lambda v: a3cp.RawActionRecord).column("record").to_pylist()[0]
+    assert row[NULLS] == ["fps"] and row[FROM_ENVELOPE] == ["record_id"]
+    assert [f[NULLS] for f in row["frames"]] == [["timestamp"], None]
+    assert row["modality"] == "vision" and row["performer_id"] is None  # absent: null, and not listed
+
+
+def test_a_layout_1_file_reads_with_a_layout_2_file_as_one_table(tmp_path: Path, dir_fd: int) -> None:
+    """A file written before the JSON type and ``_nulls`` (JSON text as plain strings) unifies with a new one."""
+    new = parquet.to_table([envelope(sample_message(i=1), 1)], A3CP_MODELS)
+    record, col = new.schema.field("record").type, new.column("record").combine_chunks()
+    keep = [i for i in range(record.num_fields) if record.field(i).name != NULLS]
+    fields = [record.field(i).with_type(pa.string()) if record.field(i).type == JSON_TYPE else record.field(i)
+              for i in keep]
+    children = [col.field(i).storage if record.field(i).type == JSON_TYPE else col.field(i) for i in keep]
+    old_record = pa.StructArray.from_arrays(children, fields=fields)
+    old = new.set_column(new.schema.get_field_index("record"), pa.field("record", old_record.type, False),
+                         old_record)
+    pq.write_table(old, tmp_path / "old.parquet")
+    parquet.write(dir_fd, "new.parquet", new, "new")
+    table = parquet.read_table([tmp_path / "old.parquet", tmp_path / "new.parquet"])
+    assert table.schema.field("record").type.field("annotation").type == JSON_TYPE
+    rows = table.column("record").to_pylist()
+    assert rows[0]["annotation"] == rows[1]["annotation"] and rows[0][NULLS] is None
+
+
 def test_lines_of_several_types_or_none_are_refused() -> None:
     """One table holds one schema type, and needs at least one line to know its schema."""
     with pytest.raises(ValidationError, match="one file holds one type"):
