@@ -480,7 +480,8 @@ class TypeWriter:
         except RecorderError as e:
             self.on_event("checkpoint_failed", {"path": rel, "error": str(e)})
         self.prev_heads[info.stream] = (info.segment, j.head)
-        self.current[info.stream] = info.segment + 1
+        # never back: an older segment sealed at start may have later ones already
+        self.current[info.stream] = max(self.current.get(info.stream, 0), info.segment + 1)
         self.active[rel] = "sealing"
         self._save_active()
         self.on_event("segment_sealed", {"path": rel, "records": j.records, "bytes": j.size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from test_powerloss import scratch  # noqa: F401 - the fixture
 
 from recorder import StorageFull, Store, _durable, read, verify
 from recorder._segcheck import check_segments
-from recorder._trail import segment_sizes
+from recorder._trail import check_trail, segment_sizes
 from recorder._split import fitting, line_bytes
 from recorder.journal import Journal
 from recorder.protocol import Record
@@ -252,3 +253,35 @@ def test_power_loss_catches_a_segment_started_before_the_part_it_chains_from_is_
         log = record_split_workload(scratch_dir / "data", config)
     report = tp.check(log, config, scratch_dir, 0)
     assert any("continues" in f or "chain" in f for f in report.failures), report
+
+
+def test_a_segment_filled_by_a_batch_a_kill_cut_short_is_sealed_at_the_next_start(tmp_path: Path) -> None:
+    """Killed after a batch filled segment 0 and started segment 1: the next start seals segment 0 (full, and
+    followed by a later segment) and continues segment 1, so no segment passes its limit and the chain holds."""
+    cfg, root = write_config(tmp_path, "rotate_records = 5"), tmp_path / "data"
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        try:
+            store = Store(cfg, data_root=root)
+            real = Journal.write
+
+            def die_in_segment_1(self: Journal, bodies: list[bytes]) -> None:
+                if self.name == "msg_0001.jsonl":
+                    os.kill(os.getpid(), signal.SIGKILL)  # segment 0's part is durable, segment 1 has its header
+                real(self, bodies)
+
+            Journal.write = die_in_segment_1  # type: ignore[method-assign]
+            store.writers["msg"].write(batch(store, "msg", [sample_message(i=i) for i in range(7)]))
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    assert (root / SESSION / "msg_0001.jsonl").exists() and not (root / SESSION / "msg_0000.manifest.json").exists()
+    with Store(cfg, data_root=root) as store:
+        assert store.sealer.wait_idle(30)
+        assert (root / SESSION / "msg_0000.manifest.json").exists()  # sealed at start
+        store.writers["msg"].write(batch(store, "msg", [sample_message(i=i) for i in range(5, 13)], first_pseq=5))
+        assert store.sealer.wait_idle(30)
+    assert [r for _, r, _ in segments(root, "msg")] == [5, 5, 3]
+    assert [e["pseq"] for e in read(root, schema_type="msg")] == list(range(13))
+    assert verify([root])[1] == [] and check_trail(root).problems == []
