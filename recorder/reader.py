@@ -15,6 +15,7 @@ import msgspec
 
 from ._progress import Progress
 from .exceptions import CorruptionError
+from .formats._layout import EXTRA, FROM_ENVELOPE, INTERNAL, NULLS
 from .journal import FORMAT_VERSION, GENESIS, check_line
 
 __all__ = ["read", "read_table", "data_files", "verify", "verify_file", "journal_files", "Problem"]
@@ -208,8 +209,6 @@ def _py_struct(value: dict[str, Any], t: Any) -> dict[str, Any]:
     that stood in for keys the record lacked) are left out again. A struct
     without ``_nulls`` (layout 1) reads every null as an absent key.
     """
-    from .formats.parquet import EXTRA, FROM_ENVELOPE, INTERNAL, NULLS
-
     nulls = value.get(NULLS) or ()
     out: dict[str, Any] = {}
     for f in t:

@@ -25,18 +25,12 @@ import pyarrow as pa
 from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
+from ._layout import EXTRA, FROM_ENVELOPE, INTERNAL, NULLS
+
 __all__ = ["EXTRA", "FROM_ENVELOPE", "INTERNAL", "JSON_TYPE", "NULLS", "TIMESTAMP", "UUID_TYPE", "Bad",
            "RecordColumn", "array", "fields_of", "merge_fields", "model_keys", "model_type", "to_instant", "to_int",
            "to_str"]
 
-#: Name of the JSON column holding a model's undeclared (extra) fields.
-EXTRA = "_extra"
-#: Name of the list<string> column of a struct naming the keys that were explicitly JSON null.
-NULLS = "_nulls"
-#: Name of the list<string> column of the record struct naming the keys taken from the envelope.
-FROM_ENVELOPE = "_from_envelope"
-#: The columns the layout adds to a struct, in the order they come after its declared fields.
-INTERNAL = (NULLS, FROM_ENVELOPE, EXTRA)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: The canonical UUID extension type (pyarrow >= 18), else a string.
 UUID_TYPE = pa.uuid() if hasattr(pa, "uuid") else pa.string()
