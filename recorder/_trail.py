@@ -26,6 +26,7 @@ __all__ = ["AUDIT", "Trail", "check_trail", "logged", "segment_sizes"]
 
 AUDIT = "audit.jsonl"
 _INTERNAL = "_recorder"
+_FIRST = 64 << 10  # the first chunk read from the log's end: events just written are there
 _CHUNK = 1 << 20
 
 
@@ -42,9 +43,10 @@ def _event_path(line: bytes) -> str | None:
 def logged(root_fd: int, kind: str, paths: Iterable[str]) -> set[str]:
     """Which of ``paths`` already have a ``kind`` event in the audit log.
 
-    Reads the log backwards from its end and stops as soon as every path is
-    found, so the usual question (events written just before a crash) reads
-    little; a path with no event costs one pass over the whole log.
+    Reads the log backwards from its end (64 KiB first, then 1 MiB at a
+    time) and stops as soon as every path is found, so the usual question
+    (events written a moment ago, or just before a crash) reads little; a
+    path with no event costs one pass over the whole log.
     """
     want = set(paths)
     found: set[str] = set()
@@ -58,9 +60,10 @@ def logged(root_fd: int, kind: str, paths: Iterable[str]) -> set[str]:
             return found
         try:
             marker = b'"event_type":"' + kind.encode() + b'"'
-            end, rest = os.fstat(fd).st_size, b""
+            end, rest, chunk = os.fstat(fd).st_size, b"", _FIRST
             while end > 0 and found != want:
-                start = max(0, end - _CHUNK)
+                start = max(0, end - chunk)
+                chunk = _CHUNK
                 lines = (os.pread(fd, end - start, start) + rest).split(b"\n")
                 rest = lines.pop(0) if start > 0 else b""  # may be cut: read whole with the chunk before
                 for ln in reversed(lines):

@@ -22,6 +22,7 @@ import msgspec
 
 from . import _durable
 from ._env import iso_ns
+from ._segfiles import manifest_of
 from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, Catalog
 from .registry import Registry
@@ -182,8 +183,8 @@ class Sealer(threading.Thread):
             try:
                 self.seal(*job)
                 q = self.finished.get(job[0])
-                if q is not None:
-                    q.put(job[1])
+                if q is not None and self._sealed_event(job[1], job[3]):
+                    q.put(job[1])  # else it stays "sealing": the next start writes the event
             except Exception as e:  # noqa: BLE001 - keep sealing the rest; reported and retried at start
                 self.errors.append(f"{job[1]}: {type(e).__name__}: {e}")
                 self.on_event("seal_failed", {"path": job[1], "error": f"{type(e).__name__}: {e}"})
@@ -199,6 +200,20 @@ class Sealer(threading.Thread):
                 return False
             time.sleep(0.01)
         return True
+
+    def _sealed_event(self, rel: str, segment: int) -> bool:
+        """Make sure the audit log holds the segment's ``segment_sealed`` event; True once it does.
+
+        The writer wrote it before handing the segment over, but the audit
+        log drops an event it cannot take (counted, never a refusal of stored
+        records): such an event is written again here, from the manifest.
+        """
+        if logged(self.root_fd, "segment_sealed", [rel]):
+            return True
+        m = manifest_of(self.root_fd, rel) or {}
+        self.on_event("segment_sealed", {"path": rel, "records": m.get("records"), "bytes": m.get("bytes"),
+                                         "segment": segment, "recovered": True})
+        return bool(logged(self.root_fd, "segment_sealed", [rel]))
 
     def _log_interrupted_deletes(self) -> None:
         """Write the ``segment_deleted`` events a kill kept out of the audit log.
@@ -321,8 +336,11 @@ class Sealer(threading.Thread):
         finally:
             _durable.close(dir_fd)
         self.usage.add(manifest["schema_type"], -counted)
-        self.on_event("segment_deleted", {"path": rel, "reason": reason, "sha256": manifest["sha256"],
-                                          "records": manifest["records"], "bytes": freed})
+        details = {"path": rel, "reason": reason, "sha256": manifest["sha256"], "records": manifest["records"],
+                   "bytes": freed}
+        self.on_event("segment_deleted", details)
+        if not logged(self.root_fd, "segment_deleted", [rel]):  # the audit log dropped it: once more
+            self.on_event("segment_deleted", {**details, "recovered": True})
         return freed
 
 

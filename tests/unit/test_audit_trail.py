@@ -3,6 +3,7 @@ recorder is killed at any point of sealing (the writer closing the segment, or t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from recorder import Store, _durable, read, verify
+from recorder.exceptions import DurabilityError
 from recorder._trail import check_trail, logged
 from recorder.testing import sample_message
 
@@ -213,3 +215,26 @@ def test_a_kill_between_a_deletion_and_its_audit_event_gets_the_event_at_the_nex
     trail = check_trail(root)
     assert trail.tombstones == 1 and trail.events["segment_deleted"] == 1, trail.summary()
     assert trail.problems == [], trail.problems
+
+
+def test_a_sealed_event_the_audit_log_dropped_is_written_again_by_the_sealer(tmp_path: Path) -> None:
+    """An I/O error on the audit log as the writer logs segment_sealed drops the event (counted, records stay
+    acknowledged); the sealer, finding it missing once the segment is sealed, writes it again."""
+    cfg, root = write_config(tmp_path), tmp_path / "data"
+    with Store(cfg, data_root=root) as store:
+        append = store._audit.append
+        failed: list[bytes] = []
+
+        def eio_on_the_first_sealed_event(bodies: list[bytes]) -> None:
+            if not failed and b'"event_type":"segment_sealed"' in bodies[0]:
+                failed.append(bodies[0])
+                raise DurabilityError("_recorder/audit.jsonl", "write", errno.EIO, "Input/output error")
+            append(bodies)
+
+        store._audit.append = eio_on_the_first_sealed_event  # type: ignore[method-assign]
+        for i in range(3):
+            store.record(sample_message(i=i), schema_type="msg", producer="p", pseq=i)
+        assert store.sealer.wait_idle(10)
+        assert failed and store.events_dropped == 1
+    trail = check_trail(root)
+    assert trail.problems == [] and trail.events["segment_sealed_recovered"] == 1, trail.summary()
