@@ -208,3 +208,15 @@ def test_a_kill_between_the_sealing_state_and_its_audit_event_leaves_a_complete_
     _RAN["kill"] += 1
     assert result["fired"], _describe(result)
     assert result["violations"] == [], _describe(result)
+
+
+def test_an_io_error_on_the_audit_event_of_a_seal_still_leaves_a_complete_trail(
+        reference: S.Reference, procs: Procs, tmp_path: Path) -> None:
+    """EIO on the write of the first segment_sealed event (the audit log drops it, the recorder runs on): the sealer writes it again, so every segment still has exactly one segment_sealed event."""
+    role = "writer:a3cp_message"
+    assert _target(reference, role, "write", 10) == "_recorder/audit.jsonl", "precondition"
+    result = S.run_case(S.Fault(role, "write", 10, "EIO"), reference, tmp_path / "case", _start(procs),
+                        workload=[("a3cp_message", i) for i in range(7)])
+    _RAN["EIO"] += 1
+    assert result["fired"] and result["exit"] is None, _describe(result)
+    assert result["violations"] == [], _describe(result)
