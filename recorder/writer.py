@@ -159,8 +159,8 @@ class TypeWriter:
         """
         tail: list[dict[str, Any]] = []
         if self.seal_fn is not None:
-            resubmit = [rel for rel, state in sorted(self.active.items())
-                        if state == "sealing" or (state == "open" and self.rotating and has_manifest(self.root_fd, rel))]
+            resubmit = [rel for rel, state in sorted(self.active.items()) if state == "sealing"
+                        or (state == "open" and self.rotating and has_manifest(self.root_fd, rel))]
             have = logged(self.root_fd, "segment_sealed", resubmit) if resubmit else set()
             for rel in resubmit:
                 self.active[rel] = "sealing"  # sealed, though the state file may not have said so before a crash
