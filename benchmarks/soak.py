@@ -30,6 +30,12 @@ be rejected, and its final state: ``acked`` durable, ``rejected``, or
 - ``recorder.verify`` over the root (chains, manifests, Parquet digests,
   catalog, leftover temp files) finds no problem; no ``.*.tmp-*`` file is
   left;
+- no segment holds more than its type's ``rotate_records``, or more bytes
+  than its ``rotate_bytes`` unless it holds a single record (the summary
+  gives each type's largest segment beside its limits);
+- the audit log has exactly one ``segment_sealed`` event per segment with a
+  manifest, tombstone or catalog entry, with the manifest's record count,
+  and none for any other segment (``recorder._trail.check_trail``);
 - the recorder died only when killed (every exit the supervisor reports is
   ``-9``), every kill was followed by a READY with a new pid, and no
   producer was left with unacknowledged records.
@@ -289,6 +295,9 @@ class Report:
     violations: list[str] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[Any]] = field(default_factory=dict)
+    #: schema type -> segments, largest (records, bytes), limits, segments over a limit
+    segments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trail: str = ""  # the audit trail against manifests and catalog, in one line
 
     def fail(self, kind: str, message: str, example: Any = None) -> None:
         self.violations.append(f"{kind}: {message}")
@@ -317,18 +326,21 @@ def _first_copies(seqs: list[int]) -> list[int]:
     return out
 
 
-def check(root: str | Path, histories: list[dict[str, Any]], limit: int = 20) -> Report:
+def check(root: str | Path, histories: list[dict[str, Any]], limit: int = 20,
+          limits: dict[str, tuple[int, int]] | None = None) -> Report:
     """Check a data root no recorder is writing against the producers' histories.
 
     Args:
         root: the data root.
         histories: what each producer sent and how each record ended (see :func:`produce`).
         limit: examples kept per kind of violation.
+        limits: schema type -> (rotate_records, rotate_bytes) no segment may pass (0: none).
 
     Returns:
         A Report; ``violations`` is empty when every check passed.
     """
     from recorder import read, verify
+    from recorder._trail import check_trail, segment_sizes
 
     rep = Report()
     # (producer, pseq) -> [(record_id, schema type, seq)]; (producer, type) -> pseqs in seq order
@@ -427,6 +439,24 @@ def check(root: str | Path, histories: list[dict[str, Any]], limit: int = 20) ->
     counts["temp_files"] = len(temps)
     if temps:
         rep.fail("temp_files", f"{len(temps)} left: {temps[:limit]}")
+
+    # Segment sizes against their limits: a backlog resent after a restart must not overfill one.
+    for stype, segs in segment_sizes(root).items():
+        max_records, max_bytes = (limits or {}).get(stype, (0, 0))
+        over = [(p, n, b) for p, n, b in segs
+                if (max_records and n > max_records) or (max_bytes and b > max_bytes and n > 1)]
+        rep.segments[stype] = {"segments": len(segs), "largest_records": max((n for _, n, _ in segs), default=0),
+                               "largest_bytes": max((b for _, _, b in segs), default=0),
+                               "rotate_records": max_records, "rotate_bytes": max_bytes, "over_limit": len(over)}
+        if over:
+            rep.fail("segment_limit", f"{stype}: {len(over)} of {len(segs)} segments over rotate_records="
+                     f"{max_records} / rotate_bytes={max_bytes}", over[:limit])
+    # The audit log: one segment_sealed event per sealed segment (manifest, tombstone, catalog), none else.
+    trail = check_trail(root)
+    rep.trail = trail.summary()
+    counts["trail_problems"] = len(trail.problems)
+    for p in trail.problems[:limit]:
+        rep.fail("audit_trail", p)
     counts["stored"] = stored
     rep.totals = dict(counts)
     return rep
@@ -633,7 +663,10 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     t_check = time.monotonic()
     found = [h for h in histories if h.exists()]
     hist = load_histories(found)
-    rep = check(root, hist)
+    from recorder.registry import Registry
+
+    specs = Registry.from_config(cfg).specs
+    rep = check(root, hist, limits={t: (s.config.rotate_records, s.config.rotate_bytes) for t, s in specs.items()})
     violations += rep.violations
     restart = [k["restart_s"] for k in kills]
     startup = [k["restart_s"] - k["backoff_s"] for k in kills if k["backoff_s"] is not None]
@@ -663,6 +696,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "producers": [{k: h.get(k) for k in ("index", "producer", "sent", "acked", "max_pending", "flush_s",
                                              "seconds", "error", "counters")} for h in hist],
         "checks": t,
+        "segments": rep.segments,
+        "audit_trail": rep.trail,
         "violations": violations,
         "examples": rep.examples,
         "kills": kills,
@@ -701,6 +736,12 @@ def summary(r: dict[str, Any]) -> str:
         f"verify                 {r['checks'].get('verified_files', 0)} journals, "
         f"{r['checks'].get('verify_problems', 0)} problems; temp files left {r['checks'].get('temp_files', 0)}",
     ]
+    for stype, seg in sorted(r.get("segments", {}).items()):
+        lines.append(f"segments {stype:<14}{seg['segments']}, largest {seg['largest_records']} records "
+                     f"(rotate_records {seg['rotate_records'] or '-'}) / {seg['largest_bytes']} bytes "
+                     f"(rotate_bytes {seg['rotate_bytes'] or '-'}); {seg['over_limit']} over a limit")
+    if r.get("audit_trail"):
+        lines.append(f"audit trail            {r['audit_trail']}")
     if ra:
         lines.append(f"restart-to-accepting   p50 {ra['p50']:.2f} s  max {ra['max']:.2f} s  (kill -> next READY)")
     if st:

@@ -45,7 +45,10 @@ with SIGTERM. The checks: every record acknowledged as durable is on disk
 exactly once and each producer's records are in order within each type; no
 refused record is on disk; every logical record (``record_id``) is on disk
 exactly once in the end; ``recorder.verify`` is clean; no temp file is left;
-every Parquet file is readable. When the fault hit a record batch itself
+every Parquet file is readable; the audit log has exactly one
+``segment_sealed`` event per segment with a manifest or catalog entry (with
+the manifest's record count) and none for any other (``recorder._trail``);
+no segment holds more than its type's ``rotate_records``. When the fault hit a record batch itself
 (``write``/``fdatasync`` of a data journal by its writer), the record in
 flight must not have been acknowledged as durable.
 
@@ -126,6 +129,8 @@ path = "data/users/{user_id}/sessions/{session_id}/{schema_type}_{segment:04d}.p
 max_record_bytes = 1048576
 rotate_records = 3
 """
+#: rotate_records of each type in CONFIG: no segment may hold more
+LIMITS = {"a3cp_message": 5, "raw_action": 3}
 USER, SESSION = "u1", "s1"
 #: (schema type, sample index): 12 messages (2 sealed segments, 1 open) and 7 actions (2 Parquet files, 1 open)
 WORKLOAD: list[tuple[str, int]] = [
@@ -592,6 +597,17 @@ def temp_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if ".tmp-" in p.name)
 
 
+def lasting_temp_files(root: Path, rec: RecorderProc, within: float = 2.0) -> list[str]:
+    """Temp files left behind: while the recorder runs, one of an atomic write still under way (the
+    sealer's manifest, say, when the fault fired mid-seal) is gone within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        found = temp_files(root)
+        if not found or rec.returncode is not None or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.01)
+
+
 def _close_client(client: Any) -> None:
     from recorder.exceptions import RecorderError
 
@@ -612,6 +628,7 @@ def _is_batch_call(fault: Fault, call: Call) -> bool:
 def check(root: Path, history: History, producer: str) -> list[str]:
     """The invariants over the final data root (``violations``; empty when all is well)."""
     from recorder import read, verify
+    from recorder._trail import check_trail, segment_sizes
 
     out: list[str] = []
     disk = list(read(root))
@@ -641,6 +658,10 @@ def check(root: Path, history: History, producer: str) -> list[str]:
         out.append("verify found no journal")
     out += [f"temp file left: {t}" for t in temp_files(root)]
     out += [f"unreadable Parquet file: {b}" for b in unreadable_parquet(root)]
+    # the audit log tells every segment's sealing once, as the manifests and the catalog do
+    out += [f"audit trail: {p}" for p in check_trail(root).problems]
+    out += [f"segment over rotate_records = {LIMITS[t]}: {p} holds {n} records"
+            for t, segs in segment_sizes(root).items() for p, n, _ in segs if n > LIMITS.get(t, n)]
     return out
 
 
@@ -686,7 +707,7 @@ def run_case(fault: Fault, ref: Reference, work: Path, start: Start,
             violations.append(str(e).splitlines()[0])
         _collect(client, history)
         result["exit"] = rec.returncode
-        result["temps_after_fault"] = temp_files(root)  # a kill may leave some; a failed write should not
+        result["temps_after_fault"] = lasting_temp_files(root, rec)  # a kill may leave some; a failed write should not
         # Nothing has restarted yet: a Parquet file under its final name must already be whole.
         violations += [f"after the fault: unreadable Parquet file: {b}" for b in unreadable_parquet(root)]
         st.stop()  # detached: the fault is gone from here on

@@ -401,12 +401,6 @@ def _parquet_items(path: Path, flt: Filter) -> Iterator[Item]:
                     return
                 if not (flt.keeps(e["schema_type"], e.get("user_id"), e.get("session_id")) and flt.in_window(t)):
                     continue
-                rec = e.get("record")
-                if isinstance(rec, dict):
-                    extra = rec.pop("_extra", None)
-                    if isinstance(extra, str):
-                        rec.update(msgspec.json.decode(extra))
-                    e["record"] = {k: v for k, v in rec.items() if v is not None}
                 yield Item(int(e["seq"]), t, e["schema_type"], row=e, size=consumed)
                 consumed = 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +78,9 @@ class Catalog:
         self.internal_fd = internal_fd
         self.lock = threading.Lock()
         self.segments: dict[str, Segment] = {}  # journal path (manifest["path"]) -> segment
+        #: (op, journal path) of the last entries found at start, oldest first (a kill may have cut the
+        #: work that follows an entry short: the sealer finishes it)
+        self.last: deque[tuple[str, str]] = deque(maxlen=16)
         self.journal, rec = open_journal(internal_fd, self.NAME, f"_recorder/{self.NAME}",
                                          {**header, "schema_type": "catalog"}, on_event, hashing=True, fsync=True)
         if rec.damaged is None:
@@ -100,7 +104,9 @@ class Catalog:
             for n, line in enumerate(f):
                 if n == 0 or not line.endswith(b"\n"):
                     continue
-                self._apply(msgspec.json.decode(line))
+                entry = msgspec.json.decode(line)
+                self._apply(entry)
+                self.last.append((str(entry.get("op")), str((entry.get("manifest") or {}).get("path"))))
 
     def _apply(self, entry: dict[str, Any]) -> None:
         op = entry.get("op")

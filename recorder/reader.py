@@ -16,6 +16,7 @@ import msgspec
 
 from ._progress import Progress
 from .exceptions import CorruptionError, NotARecording, UsageError
+from .formats._layout import EXTRA, FROM_ENVELOPE, INTERNAL, NULLS
 from .journal import FORMAT_VERSION, GENESIS, check_line
 
 __all__ = ["read", "read_table", "data_files", "verify", "verify_file", "journal_files", "Problem",
@@ -277,14 +278,47 @@ def _py(value: Any, t: Any) -> Any:
     if pa.types.is_map(t):
         return {k: _py(v, t.item_type) for k, v in value}
     if pa.types.is_struct(t):
-        return {f.name: _py(value.get(f.name), f.type) for f in t}
+        return _py_struct(value, t)
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return [_py(v, t.value_type) for v in value]
     if pa.types.is_timestamp(t):
         return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if isinstance(t, pa.BaseExtensionType) and t.extension_name == "arrow.json":
+        return msgspec.json.decode(value)
+    if pa.types.is_date(t):
+        return value.isoformat()
     if isinstance(t, pa.ExtensionType) or isinstance(value, bytes):
         return str(value) if not isinstance(value, bytes) else value.hex()
     return value
+
+
+def _py_struct(value: dict[str, Any], t: Any) -> dict[str, Any]:
+    """A struct back into the object it was: a null is an absent key unless ``_nulls`` names it.
+
+    ``_extra`` is merged in, and keys ``_from_envelope`` names (metadata ids
+    that stood in for keys the record lacked) are left out again. A struct
+    without ``_nulls`` (layout 1) reads every null as an absent key.
+    """
+    nulls = value.get(NULLS) or ()
+    out: dict[str, Any] = {}
+    for f in t:
+        name = f.name
+        if name in INTERNAL:
+            continue
+        v = value.get(name)
+        if v is not None:
+            out[name] = _py(v, f.type)
+        elif name in nulls:
+            out[name] = None
+    extra = value.get(EXTRA)
+    if extra is not None:
+        out.update(msgspec.json.decode(extra) if isinstance(extra, (str, bytes)) else extra)
+    for k in value.get(FROM_ENVELOPE) or ():
+        if k in nulls:
+            out[k] = None
+        else:
+            out.pop(k, None)
+    return out
 
 
 def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -293,14 +327,7 @@ def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
     table = pq.read_table(path)
     types = {f.name: f.type for f in table.schema}
     for row in table.to_pylist():
-        e = {k: _py(v, types[k]) for k, v in row.items()}
-        rec = e.get("record")
-        if isinstance(rec, dict):
-            extra = rec.pop("_extra", None)
-            if isinstance(extra, str):
-                rec.update(msgspec.json.decode(extra))
-            e["record"] = {k: v for k, v in rec.items() if v is not None}
-        yield e
+        yield {k: _py(v, types[k]) for k, v in row.items()}
 
 
 def read_table(root: str | Path, schema_type: str, *, config: str | Path | None = None,

@@ -22,6 +22,8 @@ import msgspec
 
 from . import _durable
 from ._env import iso_ns
+from ._segfiles import manifest_of
+from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, Catalog
 from .registry import Registry
 
@@ -165,6 +167,10 @@ class Sealer(threading.Thread):
         self.jobs.put(None)
 
     def run(self) -> None:
+        try:
+            self._log_interrupted_deletes()
+        except Exception as e:  # noqa: BLE001 - an audit gap is reported, never a reason to stop sealing
+            self.on_event("seal_failed", {"path": "_recorder/audit.jsonl", "error": f"{type(e).__name__}: {e}"})
         while True:
             try:
                 job = self.jobs.get(timeout=5.0)
@@ -177,8 +183,8 @@ class Sealer(threading.Thread):
             try:
                 self.seal(*job)
                 q = self.finished.get(job[0])
-                if q is not None:
-                    q.put(job[1])
+                if q is not None and self._sealed_event(job[1], job[3]):
+                    q.put(job[1])  # else it stays "sealing": the next start writes the event
             except Exception as e:  # noqa: BLE001 - keep sealing the rest; reported and retried at start
                 self.errors.append(f"{job[1]}: {type(e).__name__}: {e}")
                 self.on_event("seal_failed", {"path": job[1], "error": f"{type(e).__name__}: {e}"})
@@ -194,6 +200,42 @@ class Sealer(threading.Thread):
                 return False
             time.sleep(0.01)
         return True
+
+    def _sealed_event(self, rel: str, segment: int) -> bool:
+        """Make sure the audit log holds the segment's ``segment_sealed`` event; True once it does.
+
+        The writer wrote it before handing the segment over, but the audit
+        log drops an event it cannot take (counted, never a refusal of stored
+        records): such an event is written again here, from the manifest.
+        """
+        if logged(self.root_fd, "segment_sealed", [rel]):
+            return True
+        m = manifest_of(self.root_fd, rel) or {}
+        self.on_event("segment_sealed", {"path": rel, "records": m.get("records"), "bytes": m.get("bytes"),
+                                         "segment": segment, "recovered": True})
+        return bool(logged(self.root_fd, "segment_sealed", [rel]))
+
+    def _log_interrupted_deletes(self) -> None:
+        """Write the ``segment_deleted`` events a kill kept out of the audit log.
+
+        A deletion appends its catalog entry, then its event; a kill in
+        between leaves a deleted segment without its event. Such an entry is
+        among the catalog's last ones at start: those without an event in
+        the audit log get it now, marked recovered.
+        """
+        paths = [p for op, p in self.catalog.last if op == "delete"]
+        if not paths:
+            return
+        have = logged(self.root_fd, "segment_deleted", paths)
+        for path in paths:
+            seg = self.catalog.segments.get(path)
+            if path in have or seg is None or seg.deleted is None:
+                continue
+            m = seg.manifest
+            self.on_event("segment_deleted", {"path": path, "reason": seg.deleted.get("reason"),
+                                              "sha256": m.get("sha256"), "records": m.get("records"),
+                                              "bytes": None, "recovered": True})
+            have.add(path)
 
     # -- one segment -------------------------------------------------------
     def seal(self, schema_type: str, rel: str, stream: str, segment: int) -> None:
@@ -294,8 +336,11 @@ class Sealer(threading.Thread):
         finally:
             _durable.close(dir_fd)
         self.usage.add(manifest["schema_type"], -counted)
-        self.on_event("segment_deleted", {"path": rel, "reason": reason, "sha256": manifest["sha256"],
-                                          "records": manifest["records"], "bytes": freed})
+        details = {"path": rel, "reason": reason, "sha256": manifest["sha256"], "records": manifest["records"],
+                   "bytes": freed}
+        self.on_event("segment_deleted", details)
+        if not logged(self.root_fd, "segment_deleted", [rel]):  # the audit log dropped it: once more
+            self.on_event("segment_deleted", {**details, "recovered": True})
         return freed
 
 

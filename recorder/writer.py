@@ -17,6 +17,10 @@ import msgspec
 from . import _durable
 from ._env import iso_ns
 from ._paths import date_fields
+from ._segfiles import (EventSink, has_manifest, open_journal, read_all, recent_time, sealed_tail, segment_counts,
+                        stored_head)
+from ._split import fitting
+from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
 from .exceptions import DurabilityError, RecorderError, StorageFull
 from .journal import GENESIS, Journal, Recovery
@@ -24,9 +28,7 @@ from .registry import TypeSpec
 from .schema.accept import Accepted
 from .validation import safe_json
 
-__all__ = ["Entry", "TypeWriter"]
-
-EventSink = Callable[[str, dict[str, Any]], None]
+__all__ = ["Entry", "TypeWriter", "open_journal"]
 
 
 @dataclass(slots=True)
@@ -64,18 +66,16 @@ class _Marker:
 _SEG = _Marker()
 _RECENT = 4  # sealed segments always kept for restart de-duplication ...
 _RECENT_S = 120.0  # ... and every one sealed within this many seconds (across all streams)
-_SEALED_TAIL = 4 << 20  # bytes of a sealed journal's end read for de-duplication
-_SEALED_ROWS = 8192  # rows of a Parquet segment's end read likewise
 
 
 @dataclass(slots=True)
 class _Group:
-    """The lines of one batch that go to one file."""
+    """The lines of one batch that go to one stream (one or more of its segments)."""
 
     stream: str
     values: dict[str, Any]
     bodies: list[bytes] = field(default_factory=list)
-    last_seq: int = 0
+    seqs: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -114,7 +114,7 @@ class TypeWriter:
         self.open: OrderedDict[str, Journal] = OrderedDict()
         self.info: dict[str, _Open] = {}
         self.current: dict[str, int] = {}  # stream -> segment being written
-        self.prev_heads: dict[str, str] = {}  # stream -> head of its last sealed segment
+        self.prev_heads: dict[str, tuple[int, str]] = {}  # stream -> (segment, chain head) of its last closed one
         self.recovered: dict[str, Recovery] = {}
         self.finished: queue.SimpleQueue[str] = queue.SimpleQueue()  # filled by the sealer
         self._pool: ThreadPoolExecutor | None = None
@@ -122,6 +122,7 @@ class TypeWriter:
         self._recent: list[tuple[str, float]] = []  # (sealed segment, wall time) kept for de-duplication
         self._counted: dict[str, int] = {}  # journal -> bytes already added to storage usage
         self._swept: set[str] = set()  # directories cleared of stale temp files since start
+        self._pinned: set[str] = set()  # journals the batch being written uses: never evicted meanwhile
         cfg = spec.config
         self.rotating = "segment" in spec.template.fields
         self._dated = bool(spec.template.fields & {"date", "year", "month", "day", "hour"})
@@ -136,7 +137,7 @@ class TypeWriter:
         try:
             fd = os.open(self.state_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=state_fd)
             try:
-                doc = msgspec.json.decode(_read_all(fd))
+                doc = msgspec.json.decode(read_all(fd))
             finally:
                 os.close(fd)
             self.active = {r: "open" for r in doc} if isinstance(doc, list) else dict(doc)
@@ -148,25 +149,32 @@ class TypeWriter:
                            self.state_name)
 
     def reopen_active(self) -> list[dict[str, Any]]:
-        """Reopen files active before the last stop, resubmit unfinished seals; returns last whole lines."""
+        """Reopen files active before the last stop, resubmit unfinished seals; returns last whole lines.
+
+        A segment found sealed ("sealing", or "open" beside its manifest) gets
+        the ``segment_sealed`` event a crash may have kept from the audit log
+        (looked up there first, so never twice). A reopened segment that is
+        full, or that a later segment of its stream follows, is sealed now:
+        its next record would otherwise pass a limit or go nowhere.
+        """
         tail: list[dict[str, Any]] = []
-        for rel, state in sorted(self.active.items()):
-            if state == "sealing" and self.seal_fn is not None:
+        if self.seal_fn is not None:
+            resubmit = [rel for rel, state in sorted(self.active.items()) if state == "sealing"
+                        or (state == "open" and self.rotating and has_manifest(self.root_fd, rel))]
+            have = logged(self.root_fd, "segment_sealed", resubmit) if resubmit else set()
+            for rel in resubmit:
+                self.active[rel] = "sealing"  # sealed, though the state file may not have said so before a crash
                 stream, segment = self._parse(rel)
                 self.current[stream] = max(self.current.get(stream, 0), segment + 1)
-                self.seal_fn(self.spec.name, rel, stream.replace("\0", "{segment}"), segment)
-        for rel, state in list(self.active.items()):
-            if state == "open" and self.rotating and self._has_manifest(rel) and self.seal_fn is not None:
-                # sealed, but the state file could not say so before a crash
-                self.active[rel] = "sealing"
-                stream, segment = self._parse(rel)
-                self.current[stream] = max(self.current.get(stream, 0), segment + 1)
+                if rel not in have:
+                    self.on_event("segment_sealed", {"path": rel, **segment_counts(self.root_fd, rel),
+                                                     "segment": segment, "recovered": True})
                 self.seal_fn(self.spec.name, rel, stream.replace("\0", "{segment}"), segment)
         for rel, state in sorted(self.active.items()):
             if state == "sealing" or state.startswith("recent"):
-                tail.extend(self._sealed_tail(rel))
+                tail.extend(sealed_tail(self.root_fd, rel))
                 if state.startswith("recent"):
-                    self._recent.append((rel, _recent_time(state)))
+                    self._recent.append((rel, recent_time(state)))
         self._recent.sort(key=lambda r: r[1])
         opened = [r for r, st in sorted(self.active.items()) if st == "open"][-self.max_open:]
         for rel in opened:
@@ -174,60 +182,14 @@ class TypeWriter:
             self.current[stream] = max(self.current.get(stream, 0), segment)
             self.journal(rel, stream, segment, {})
             tail.extend(self.recovered[rel].tail)
+        if self.rotating:
+            now = time.monotonic()
+            for rel in opened:
+                j, info = self.open.get(rel), self.info.get(rel)
+                if j is not None and info is not None and j.records and (
+                        info.segment < self.current.get(info.stream, 0) or self._full(j, info, now)):
+                    self._try_seal(rel)
         return tail
-
-    def _sealed_tail(self, rel: str) -> list[dict[str, Any]]:
-        """(producer, pseq) of the last records of a sealed segment, from its journal or Parquet file."""
-        *dirs, name = rel.split("/")
-        stem = name[: -len(".jsonl")]
-        try:
-            dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
-        except RecorderError:
-            return []
-        try:
-            try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-            except FileNotFoundError:
-                fd = -1
-            if fd >= 0:
-                with os.fdopen(fd, "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
-                    f.seek(max(0, size - _SEALED_TAIL))
-                    lines = f.read().split(b"\n")[1:]
-                out = []
-                for ln in lines:
-                    try:
-                        obj = msgspec.json.decode(ln)
-                    except msgspec.DecodeError:
-                        continue
-                    if isinstance(obj, dict):
-                        out.append({"producer": obj.get("producer"), "pseq": obj.get("pseq")})
-                return out
-            try:
-                pfd = os.open(stem + ".parquet", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-            except FileNotFoundError:
-                return []
-            import pyarrow.parquet as pq
-
-            with os.fdopen(pfd, "rb") as f:
-                rows: list[dict[str, Any]] = pq.read_table(f, columns=["producer", "pseq"]).to_pylist()
-            return rows[-_SEALED_ROWS:]
-        finally:
-            _durable.close(dir_fd)
-
-    def _has_manifest(self, rel: str) -> bool:
-        *dirs, name = rel.split("/")
-        try:
-            dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
-        except RecorderError:
-            return False
-        try:
-            os.stat(name[: -len(".jsonl")] + MANIFEST_SUFFIX, dir_fd=dir_fd, follow_symlinks=False)
-            return True
-        except FileNotFoundError:
-            return False
-        finally:
-            _durable.close(dir_fd)
 
     def _parse(self, rel: str) -> tuple[str, int]:
         """(stream, segment) of a journal path written by this writer.
@@ -318,7 +280,14 @@ class TypeWriter:
 
     # -- appending -------------------------------------------------------------
     def write(self, entries: list[Entry]) -> None:
-        """Append ``entries`` in order: one write and one fdatasync per file touched.
+        """Append ``entries`` in order: one write per file touched, all fdatasync'd before this returns.
+
+        A stream's records go to its current segment until it is full
+        (``rotate_records``, ``rotate_bytes``), the rest to the next segment,
+        and so on: one batch may fill several segments, each sealed once the
+        whole batch is durable. Each part a later part follows is synced
+        before the next segment is started (the new header names its chain
+        head); the other files are synced together at the end.
 
         Raises:
             StorageFull: the disk or a storage limit is full; nothing of the failed batch is kept.
@@ -326,43 +295,91 @@ class TypeWriter:
         """
         if not self.finished.empty():
             self._drain_finished()
-        groups: dict[str, _Group] = {}
+        groups: dict[str, _Group] = {}  # stream -> its lines of this batch
         size = 0
         for e in entries:
-            stream, rel, values = self.route(e)
+            stream, _rel, values = self.route(e)
             b = body(e)
             size += len(b) + 140  # the chain's fields and the newline, roughly
-            g = groups.get(rel)
+            g = groups.get(stream)
             if g is None:
-                g = groups[rel] = _Group(stream, values)
+                g = groups[stream] = _Group(stream, values)
             g.bodies.append(b)
-            g.last_seq = e.seq
+            g.seqs.append(e.seq)
         if self.admit is not None:
             self.admit(self.spec.name, size)
         now = time.monotonic()
-        touched: list[tuple[str, Journal, int]] = []  # (path, journal, its size before)
+        touched: list[tuple[str, Journal, int, int]] = []  # (path, journal, size to cut back to, last seq)
+        filled: list[str] = []  # segments this batch filled: sealed once it is durable
+        moved: list[tuple[str, int | None, tuple[int, str] | None]] = []  # streams moved on: (stream, old values)
         try:
-            for rel, g in groups.items():
-                j = self.journal(rel, g.stream, self.current.get(g.stream, 0), g.values)
-                touched.append((rel, j, j.size))
-                j.write(g.bodies)
-            if len(touched) == 1:
-                touched[0][1].sync()
-            else:
-                self._sync_all([j for _, j, _ in touched])
+            for g in groups.values():
+                self._write_group(g, touched, filled, moved)
+            pending = [j for _, j, _, _ in touched if j._pending is not None]
+            if len(pending) == 1:
+                pending[0].sync()
+            elif pending:
+                self._sync_all(pending)
         except (StorageFull, DurabilityError):
             # All or nothing: a batch is acknowledged as a whole, so every file
-            # it touched goes back to where it was before it.
-            for rel, j, before in touched:
+            # it touched goes back to where it was before it; a segment the
+            # batch started goes back to nothing (its header chained from the
+            # part cut from the segment before it, and is written anew).
+            for rel, j, before, _ in touched:
                 self._cut_back(rel, j, before)
+            for stream, seg, head in reversed(moved):
+                self._restore(stream, seg, head)
             raise
-        for rel, j, _ in touched:
-            j.last_seq = groups[rel].last_seq
+        finally:
+            self._pinned.clear()
+        for rel, j, _, last_seq in touched:
+            j.last_seq = last_seq
             self._count(rel, j)
-            info = self.info[rel]
-            info.last_append = now
-            if self.rotating and self._full(j, info, now):
+            self.info[rel].last_append = now
+        for rel, j, _, _ in touched:
+            if rel in filled or (self.rotating and self._full(j, self.info[rel], now)):
                 self._try_seal(rel)
+
+    def _write_group(self, g: _Group, touched: list[tuple[str, Journal, int, int]], filled: list[str],
+                     moved: list[tuple[str, int | None, tuple[int, str] | None]]) -> None:
+        """Write one stream's lines of a batch, into as many of its segments as its limits need."""
+        i, n = 0, len(g.bodies)
+        chained = False  # the segment below was started after an earlier part of this batch
+        while i < n:
+            seg = self.current.get(g.stream, 0)
+            rel = self._journal_rel(g.stream, seg) if self.rotating else g.stream
+            j = self.journal(rel, g.stream, seg, g.values)
+            self._pinned.add(rel)
+            k = n - i
+            if self.rotating:
+                k = fitting(g.bodies, i, j.records, j.size, self.rotate_records, self.rotate_bytes,
+                            self.spec.hashing)
+                if k == 0:  # full from earlier batches, which are durable: seal it, go on in the next
+                    self._pinned.discard(rel)
+                    self._try_seal(rel)
+                    self.current[g.stream] = max(self.current.get(g.stream, 0), seg + 1)
+                    continue
+            touched.append((rel, j, 0 if chained and not j.records else j.size, g.seqs[i + k - 1]))
+            j.write(g.bodies[i:i + k])
+            i += k
+            if i < n:  # the rest goes on in the next segment, whose header names this part's head
+                chained = True
+                j.sync()
+                filled.append(rel)
+                moved.append((g.stream, self.current.get(g.stream), self.prev_heads.get(g.stream)))
+                self.prev_heads[g.stream] = (seg, j.head)
+                self.current[g.stream] = seg + 1
+
+    def _restore(self, stream: str, seg: int | None, head: tuple[int, str] | None) -> None:
+        """Put a stream's current segment and last head back to what they were before a failed batch."""
+        if seg is None:
+            self.current.pop(stream, None)
+        else:
+            self.current[stream] = seg
+        if head is None:
+            self.prev_heads.pop(stream, None)
+        else:
+            self.prev_heads[stream] = head
 
     def _try_seal(self, rel: str) -> None:
         """Seal after a batch is durable: a failure is reported, never a refusal of stored records."""
@@ -405,7 +422,11 @@ class TypeWriter:
                 self.info[rel].values = values  # reopened at start: learn its session now
             return j
         while len(self.open) >= self.max_open:
-            old_rel, old = self.open.popitem(last=False)
+            # the least recently used, unless the batch being written still needs it
+            old_rel = next((r for r in self.open if r not in self._pinned), None)
+            if old_rel is None:
+                break
+            old = self.open.pop(old_rel)
             self._close(old)
             self.info.pop(old_rel, None)
             if old_rel in self.active:  # closed, not sealed: its tail still matters for de-duplication
@@ -437,28 +458,15 @@ class TypeWriter:
         return j
 
     def _prev_head(self, stream: str, segment: int, dir_fd: int, name: str) -> str:
-        """The chain head of the stream's previous segment, from memory, its manifest or its checkpoint."""
+        """The chain head of the stream's previous segment: from memory, its open journal, or its files."""
         known = self.prev_heads.get(stream)
-        if known:
-            return known
+        if known is not None and known[0] == segment - 1:
+            return known[1]
         prev_rel = self._journal_rel(stream, segment - 1)
-        stem = prev_rel.rsplit("/", 1)[-1][: -len(".jsonl")]
-        for fname, key in ((stem + MANIFEST_SUFFIX, "chain_head"), (stem + ".jsonl.head", "head"),
-                           (stem + TOMBSTONE_SUFFIX, "manifest")):
-            try:
-                fd = os.open(fname, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-            except FileNotFoundError:
-                continue
-            try:
-                doc = msgspec.json.decode(_read_all(fd))
-            finally:
-                os.close(fd)
-            value = doc.get(key)
-            if isinstance(value, dict):
-                value = value.get("chain_head")
-            if isinstance(value, str):
-                return value
-        return GENESIS
+        j = self.open.get(prev_rel)
+        if j is not None:
+            return j.head  # still open (reopened at start): its recovered head, newer than any checkpoint
+        return stored_head(dir_fd, prev_rel.rsplit("/", 1)[-1][: -len(".jsonl")]) or GENESIS
 
     # -- sealing ---------------------------------------------------------------
     def seal(self, rel: str) -> None:
@@ -471,8 +479,9 @@ class TypeWriter:
             self._close(j)  # closes even when its checkpoint cannot be written
         except RecorderError as e:
             self.on_event("checkpoint_failed", {"path": rel, "error": str(e)})
-        self.prev_heads[info.stream] = j.head
-        self.current[info.stream] = info.segment + 1
+        self.prev_heads[info.stream] = (info.segment, j.head)
+        # never back: an older segment sealed at start may have later ones already
+        self.current[info.stream] = max(self.current.get(info.stream, 0), info.segment + 1)
         self.active[rel] = "sealing"
         self._save_active()
         self.on_event("segment_sealed", {"path": rel, "records": j.records, "bytes": j.size,
@@ -565,42 +574,3 @@ class TypeWriter:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
-
-
-def open_journal(dir_fd: int, name: str, rel: str, header: dict[str, Any], on_event: EventSink, *,
-                 hashing: bool, fsync: bool, prev_head: str = GENESIS) -> tuple[Journal, Recovery]:
-    """Open a journal, recovering its tail; a damaged file is set aside read-only.
-
-    What recovery cut and what was set aside are reported through ``on_event``
-    (the cut bytes with them, so they are kept, never silently deleted).
-    """
-    def keep(offset: int, data: bytes) -> None:
-        on_event("torn_tail_cut", {"path": rel, "offset": offset, "bytes": len(data), "data": data})
-
-    j = Journal(dir_fd, name, rel, hashing=hashing, fsync=fsync)
-    rec = j.open(header, prev_head, keep_cut=keep)
-    if rec.damaged is not None:
-        _durable.close(j.fd)
-        aside = f"{name}.damaged-{time.time_ns()}"
-        _durable.rename(dir_fd, name, aside, rel, read_only=True)
-        on_event("file_set_aside", {"path": rel, "moved_to": aside, "offset": rec.damaged.offset,
-                                    "line": rec.damaged.line, "reason": rec.damaged.reason})
-        j = Journal(dir_fd, name, rel, hashing=hashing, fsync=fsync)
-        rec2 = j.open({**header, "follows_damaged": aside}, prev_head)
-        rec = Recovery(damaged=rec.damaged, tail=rec2.tail)
-    return j, rec
-
-
-def _recent_time(state: str) -> float:
-    """The wall time in a ``"recent <time>"`` state (0 for the older plain ``"recent"``)."""
-    try:
-        return float(state.split(" ", 1)[1])
-    except (IndexError, ValueError):
-        return 0.0
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)

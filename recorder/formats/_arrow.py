@@ -25,14 +25,18 @@ import pyarrow as pa
 from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
-__all__ = ["EXTRA", "TIMESTAMP", "UUID_TYPE", "Bad", "RecordColumn", "array", "fields_of", "merge_fields",
-           "model_keys", "model_type", "to_instant", "to_int", "to_str"]
+from ._layout import EXTRA, FROM_ENVELOPE, INTERNAL, NULLS
 
-#: Name of the JSON column holding a model's undeclared (extra) fields.
-EXTRA = "_extra"
+__all__ = ["EXTRA", "FROM_ENVELOPE", "INTERNAL", "JSON_TYPE", "NULLS", "TIMESTAMP", "UUID_TYPE", "Bad",
+           "RecordColumn", "array", "fields_of", "merge_fields", "model_keys", "model_type", "to_instant", "to_int",
+           "to_str"]
+
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: The canonical UUID extension type (pyarrow >= 18), else a string.
 UUID_TYPE = pa.uuid() if hasattr(pa, "uuid") else pa.string()
+#: The canonical JSON extension type (pyarrow >= 19; Parquet's JSON logical type), else a string.
+JSON_TYPE = pa.json_() if hasattr(pa, "json_") else pa.string()
+_KEYS = pa.list_(pa.string())
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -134,8 +138,10 @@ class _Node:
 
     ``kind`` is ``leaf`` (``conv`` converts a value; values whose Python type
     is ``exact`` pass unchanged), ``struct`` (``fields``: (JSON key, field
-    name, node); ``extra``: whether undeclared keys go to ``_extra``),
-    ``list`` (``item``) or ``map`` (``key``, ``item``).
+    name, node); ``extra``: whether undeclared keys go to ``_extra``;
+    ``nulls``: whether the struct has a ``_nulls`` column), ``list``
+    (``item``) or ``map`` (``key``, ``item``). ``nullable`` is the Arrow
+    nullability; ``null_ok`` whether the type itself admits JSON null.
     """
 
     type: Any
@@ -145,8 +151,10 @@ class _Node:
     exact: type | None = None
     fields: tuple[tuple[str, str, _Node], ...] = ()
     extra: bool = False
+    nulls: bool = False
     item: _Node | None = None
     key: _Node | None = None
+    null_ok: bool = False
 
     def with_nullable(self, nullable: bool) -> _Node:
         return dataclasses.replace(self, nullable=nullable)
@@ -187,7 +195,7 @@ def _leaf(t: Any, conv: Conv, exact: type | None = None, nullable: bool = False)
 
 
 def _json(nullable: bool) -> _Node:
-    return _leaf(pa.string(), _json_text, None, nullable)
+    return _leaf(JSON_TYPE, _json_text, None, nullable)
 
 
 def _node(tp: Any, metadata: list[Any], stack: tuple[type[BaseModel], ...]) -> _Node:
@@ -264,13 +272,18 @@ def _model_node(model: type[BaseModel], stack: tuple[type[BaseModel], ...] = ())
     fields: list[tuple[str, str, _Node]] = []
     for name, info in model.model_fields.items():
         n = _node(info.annotation, list(info.metadata), (*stack, model))
-        fields.append((_key(name, info), name, n.with_nullable(n.nullable or not info.is_required())))
+        # nullable: a null in the column is an absent key, or (listed in _nulls) an explicit null
+        fields.append((_key(name, info), name,
+                       dataclasses.replace(n, nullable=n.nullable or not info.is_required(), null_ok=n.nullable)))
     # Parquet has no empty struct: a model without fields keeps an _extra column too
     extra = model.model_config.get("extra") != "forbid" or not fields
+    nulls = any(n.null_ok for _, _, n in fields)  # only then can a key hold an explicit null
     arrow = [pa.field(k, n.type, n.nullable) for k, _, n in fields]
+    if nulls:
+        arrow.append(pa.field(NULLS, _KEYS, True))
     if extra:
-        arrow.append(pa.field(EXTRA, pa.string(), True))
-    node = _Node(pa.struct(arrow), False, "struct", fields=tuple(fields), extra=extra)
+        arrow.append(pa.field(EXTRA, JSON_TYPE, True))
+    node = _Node(pa.struct(arrow), False, "struct", fields=tuple(fields), extra=extra, nulls=nulls)
     if not stack:
         _models[model] = node
     return node
@@ -436,37 +449,87 @@ def _fast(node: _Node, b: _Builder) -> tuple[type, list[Any]]:
 # The adders below inline the append of already-typed leaf values (most of
 # them): a function call per leaf would double the cost of a conversion.
 
-def _bind_struct(node: _Node, b: _Builder) -> _Add:
+def _keys_adder(b: _Builder | None) -> Callable[[list[str] | None], None]:
+    """A function appending one row of a ``_nulls``/``_from_envelope`` column: a list of keys, or null."""
+    if b is None:
+        return lambda keys: None
+    assert isinstance(b, _ListBuilder) and isinstance(b.item, _LeafBuilder)
+    offsets, mask, values = b.offsets, b.mask, b.item.values
+
+    def add(keys: list[str] | None) -> None:
+        if keys:
+            values.extend(keys)
+            offsets.append(offsets[-1] + len(keys))
+            mask.append(False)
+        else:
+            offsets.append(offsets[-1])
+            mask.append(True)
+
+    return add
+
+
+def _bind_struct(node: _Node, b: _Builder) -> Callable[..., None]:
+    """The adder of a struct: ``add(value, fill=None)``.
+
+    ``fill`` (the record struct only) maps keys the value lacks to the
+    values that stand in for them (ids given as metadata); those keys are
+    listed in ``_from_envelope``. A key present with JSON null is listed in
+    ``_nulls``: an absent key and an explicit null differ.
+    """
     assert isinstance(b, _StructBuilder)
     steps = [(key, name, _bind(n, b.children[key]), b.children[key], n.nullable, *_fast(n, b.children[key]))
              for key, name, n in node.fields]
     mine = {key for key, _, _ in node.fields}
     known = frozenset(mine | {name for _, name, _ in node.fields})
-    absent = [c for k, c in b.children.items() if k not in mine and (k != EXTRA or not node.extra)]
+    internal = {NULLS} if node.nulls else set()
+    if node.extra:
+        internal.add(EXTRA)
+    absent = [c for k, c in b.children.items() if k not in mine and k not in internal and k != FROM_ENVELOPE]
     extra = b.children[EXTRA].values if node.extra else None  # type: ignore[attr-defined]
+    add_nulls = _keys_adder(b.children.get(NULLS) if node.nulls else None)
+    add_filled = _keys_adder(b.children.get(FROM_ENVELOPE))
     mask = b.mask
 
-    def add(value: Any) -> None:
+    def add(value: Any, fill: dict[str, Any] | None = None) -> None:
         if not isinstance(value, dict):
             raise Bad(f"expected an object, got {type(value).__name__}")
+        explicit: list[str] | None = None
+        filled: list[str] | None = None
         for key, name, add_child, child, nullable, exact, values in steps:
             v = value.get(key)
             if v is None and name != key:
                 v = value.get(name)  # populate_by_name: the field under its own name
             if type(v) is exact:
                 values.append(v)
-            elif v is None:
-                if not nullable:
-                    raise Bad("missing, but the model requires it", f".{key}")
-                child.null()
-            else:
-                try:
-                    add_child(v)
-                except Bad as e:
-                    e.path.insert(0, f".{key}")
-                    raise
+                continue
+            if v is None:
+                present = key in value or (name != key and name in value)
+                if present:  # explicit null: kept apart from an absent key
+                    if not node.nulls:
+                        raise Bad("null, but the model's type does not admit null", f".{key}")
+                    explicit = [key] if explicit is None else [*explicit, key]
+                if fill is not None and key in fill:
+                    v = fill[key]  # a metadata id validation used in its place
+                    filled = [key] if filled is None else [*filled, key]
+                elif not nullable:
+                    raise Bad("null, but the model requires a value" if present
+                              else "missing, but the model requires it", f".{key}")
+                else:
+                    child.null()
+                    continue
+                if type(v) is exact:
+                    values.append(v)
+                    continue
+            try:
+                add_child(v)
+            except Bad as e:
+                e.path.insert(0, f".{key}")
+                raise
         for child in absent:
             child.null()
+        if node.nulls:
+            add_nulls(explicit)
+        add_filled(filled)
         if extra is not None:
             extra.append(None if known.issuperset(value) else
                          _json_text({k: v for k, v in value.items() if k not in known}))
@@ -556,8 +619,13 @@ def merge_fields(a: Sequence[Any], b: Sequence[Any], where: str) -> list[Any]:
         else:
             t = _merge_type(fa.type, fb.type, f"{where}.{name}" if where else name)
             out.append(pa.field(name, t, fa.nullable or fb.nullable))
-    # keep the catch-all last, after the columns newer versions add
-    return [f for f in out if f.name != EXTRA] + [f for f in out if f.name == EXTRA]
+    return _internal_last(out)
+
+
+def _internal_last(fields: list[Any]) -> list[Any]:
+    """The layout's own columns after the declared ones (and after those newer versions add), in fixed order."""
+    return ([f for f in fields if f.name not in INTERNAL]
+            + sorted((f for f in fields if f.name in INTERNAL), key=lambda f: INTERNAL.index(f.name)))
 
 
 def _merge_type(a: Any, b: Any, where: str) -> Any:
@@ -567,6 +635,8 @@ def _merge_type(a: Any, b: Any, where: str) -> Any:
         return b
     if pa.types.is_null(b):
         return a
+    if {str(a), str(b)} == {str(pa.string()), str(JSON_TYPE)}:
+        return JSON_TYPE  # layout 1 kept JSON text as plain strings
     if pa.types.is_struct(a) and pa.types.is_struct(b):
         return pa.struct(merge_fields(fields_of(a), fields_of(b), where))
     if pa.types.is_map(a) and pa.types.is_map(b):
@@ -619,22 +689,32 @@ class RecordColumn:
 
     The column's type is the union of the versions' struct types (oldest
     first, so columns a newer version adds come last); each record is
-    converted as its own version's model sees it.
+    converted as its own version's model sees it. With ``envelope_keys``,
+    a model that declares any of them gets a ``_from_envelope`` column.
 
     Raises:
         ValueError: two versions give one column different types.
     """
 
-    def __init__(self, models: Sequence[type[BaseModel]]) -> None:
+    def __init__(self, models: Sequence[type[BaseModel]], envelope_keys: Iterable[str] = ()) -> None:
         fields = fields_of(model_type(models[0]))
         for m in models[1:]:
             fields = merge_fields(fields, fields_of(model_type(m)), "")
+        wanted = frozenset(envelope_keys)
+        if any(model_keys(m) & wanted for m in models):
+            fields = _internal_last([*fields, pa.field(FROM_ENVELOPE, _KEYS, True)])
         self.type = pa.struct(fields)
         self._builder = _StructBuilder(self.type)
-        self._adders: dict[type[BaseModel], Callable[[Any], None]] = {}
+        self._adders: dict[type[BaseModel], Callable[..., None]] = {}
 
-    def append(self, model: type[BaseModel], record: Any) -> None:
+    def append(self, model: type[BaseModel], record: Any, fill: dict[str, Any] | None = None) -> None:
         """Append one decoded JSON record of ``model``.
+
+        Args:
+            model: the model of the record's version.
+            record: the decoded record.
+            fill: values that stand in for keys the record lacks (ids its
+                producer gave as metadata), listed in ``_from_envelope``.
 
         Raises:
             Bad: a value cannot take its column's type (the column is then
@@ -642,8 +722,8 @@ class RecordColumn:
         """
         add = self._adders.get(model)
         if add is None:
-            add = self._adders[model] = _bind(_model_node(model), self._builder)
-        add(record)
+            add = self._adders[model] = _bind_struct(_model_node(model), self._builder)
+        add(record, fill)
 
     def finish(self) -> Any:
         """The column as one Arrow struct array."""

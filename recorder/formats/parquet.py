@@ -35,8 +35,9 @@ Decisions:
   -> map<K, V> (never a struct: its keys are data, such as class names or
   landmark names), ``Literal`` and enums -> string, ``X | None`` -> nullable
   X, ``int | float`` -> float64. ``Any``, ``dict[str, Any]``, bare ``dict``,
-  other unions and every type not listed become a string column holding the
-  value as compact JSON text (JSON ``null`` is stored as null).
+  other unions and every type not listed become a JSON column (the
+  canonical ``arrow.json`` extension type, Parquet's JSON logical type; a
+  plain string with pyarrow < 19) holding the value as compact JSON text.
   A column is named by the field's JSON key (its alias, if it has one); a
   model nested in itself is a JSON column below its first level.
 - UUIDs (``uuid.UUID``, or a ``str`` whose pattern accepts canonical UUIDs
@@ -52,15 +53,28 @@ Decisions:
 - Nullability follows the model: a field is not null only when it is
   required and its type excludes None. Absent optional fields are null,
   not their model default: a row holds what the journal holds.
+- Absent and null stay apart, at every depth: a null in a struct's field
+  is an absent key, unless the key is listed in that struct's ``_nulls``
+  column (list<string>, null when empty), which names the keys that were
+  present with JSON null. Every struct whose model has a field whose type
+  admits None gets ``_nulls``; an explicit null anywhere else cannot be
+  kept and refuses the conversion. Nulls inside lists, map values and JSON
+  text are values and stay where they are.
 - Every model that does not forbid extra fields (and one without fields:
   Parquet has no empty struct) gets one more column, ``_extra``: the keys
   its fields do not declare, as a JSON object, or null when there are none.
+- The layout's own columns come after the declared ones, in the order
+  ``_nulls``, ``_from_envelope``, ``_extra``.
 - Values the model accepted in lax form (``"3"`` for an int, ``1`` for a
   bool, an epoch number for a datetime) are converted as pydantic converts
   them; no record is validated again.
 - Record fields the producer passed as metadata beside the record
   (``record_id``, ``schema_version``, ``user_id``, ``session_id``) are taken
-  from the envelope when the record lacks them, as validation did.
+  from the envelope when the record lacks them (or holds null), as
+  validation did; the record struct's ``_from_envelope`` column
+  (list<string>, null when empty; present when the model declares any of
+  the four) names them, so a reader can give back the record as it was
+  sent.
 
 Several minor versions in one segment, or in the files read together, give
 one schema: the union of each version's columns, where a column missing
@@ -86,6 +100,10 @@ from ..exceptions import ValidationError
 from ..registry import parse_version
 from ._arrow import (
     EXTRA,
+    FROM_ENVELOPE,
+    INTERNAL,
+    JSON_TYPE,
+    NULLS,
     TIMESTAMP,
     Bad,
     Conv,
@@ -103,6 +121,10 @@ from ._arrow import (
 __all__ = [
     "EXTRA",
     "FORMAT_VERSION",
+    "FROM_ENVELOPE",
+    "INTERNAL",
+    "JSON_TYPE",
+    "NULLS",
     "arrow_schema",
     "concat",
     "digest",
@@ -112,8 +134,9 @@ __all__ = [
     "write",
 ]
 
-#: Version of this file layout, stored in each file's key-value metadata.
-FORMAT_VERSION = 1
+#: Version of this file layout, stored in each file's key-value metadata
+#: (2: ``_nulls``, ``_from_envelope`` and JSON-typed text columns).
+FORMAT_VERSION = 2
 
 _META_FORMAT = b"recorder.format_version"
 _META_TYPE = b"recorder.schema_type"
@@ -249,7 +272,7 @@ def to_table(envelopes: Iterable[dict[str, Any]],
             models[version] = model_for(version)
     versions = sorted(models, key=_version_key)
     try:
-        records = RecordColumn([models[v] for v in versions])
+        records = RecordColumn([models[v] for v in versions], _FROM_ENVELOPE)
     except ValueError as e:
         raise ValidationError(schema_type, "$", str(e)) from e
     keys = {v: model_keys(m) for v, m in models.items()}
@@ -273,15 +296,16 @@ def to_table(envelopes: Iterable[dict[str, Any]],
                     raise
             version = str(env["schema_version"])
             record = env.get("record")
+            fill = None
             if isinstance(record, dict):
                 missing = [k for k in _FROM_ENVELOPE
                            if k in keys[version] and record.get(k) is None and env.get(k) is not None]
                 if missing:  # given as metadata beside the record: validation used these
-                    record = {**record, **{k: env[k] for k in missing}}
+                    fill = {k: env[k] for k in missing}
             elif record is None:
                 raise Bad("missing from the envelope", "record")
             try:
-                records.append(models[version], record)
+                records.append(models[version], record, fill)
             except Bad as e:
                 e.path.insert(0, "record")
                 raise

@@ -65,8 +65,11 @@ def test_short_soak_loses_and_duplicates_no_acknowledged_record(procs: Procs, tm
     # The same checker, run here on what the soak left behind.
     histories = soak.load_histories(sorted(work.glob("history-*.json")))
     assert len(histories) == PRODUCERS, summary
-    report = soak.check(data, histories)
+    report = soak.check(data, histories, limits={"a3cp_message": (200, 0), "raw_action": (50, 0)})
     assert report.violations == [], summary + "\n" + "\n".join(report.violations)
+    assert report.segments["a3cp_message"]["largest_records"] <= 200, summary  # limits held through every restart
+    assert report.segments["raw_action"]["largest_records"] <= 50, summary
+    assert "0 problems" in report.trail, summary  # one segment_sealed event per sealed segment
 
     assert result["violations"] == [] and rc == 0, summary
     assert result["kills_survived"] == KILLS, summary
@@ -75,6 +78,7 @@ def test_short_soak_loses_and_duplicates_no_acknowledged_record(procs: Procs, tm
     assert records["lost"] == 0 and records["duplicates"] == 0 and records["unknown"] == 0, summary
     assert records["acked"] > 1000 and records["rejected"] > 0, summary
     assert records["stored"] == records["acked"], summary
+    assert result["audit_trail"] == report.trail, summary
     # The run exercised rotation and Parquet sealing, not just one open file per type.
     assert list(data.rglob("raw_action_*.parquet")), summary
     assert len(list(data.rglob("a3cp_message_*.jsonl"))) > PRODUCERS, summary

@@ -9,8 +9,9 @@ one per error kind (EIO and ENOSPC, once and from N on, on write and on
 fdatasync). The seed comes from ``RECORDER_TEST_SEED`` or the clock and is
 named in every failure (``python -m benchmarks syscalls --quick --seed S``
 draws the same cases). Each case restarts the recorder, lets the client
-resend, and is checked by the benchmark's checker and again by
-service_support's. Last, what the full sweep found, as fixed cases. Where
+resend, and is checked by the benchmark's checker (which includes the audit
+trail against manifests and catalog, and the segments' size limits) and
+again by service_support's. Last, what the full sweep found, as fixed cases. Where
 strace is missing the tests skip, except under ``CI=true``, where that is a
 failure; the module prints how many fault cases ran.
 """
@@ -193,4 +194,29 @@ def test_a_failed_checkpoint_write_leaves_no_temp_file(
     assert result["fired"] and result["exit"] is None, _describe(result)
     if result["temps_after_fault"] or any("temp file left" in v for v in result["violations"]):
         raise TempLeft(f"{result['temps_after_fault']}\n{_describe(result)}")
+    assert result["violations"] == [], _describe(result)
+
+
+def test_a_kill_between_the_sealing_state_and_its_audit_event_leaves_a_complete_trail(
+        reference: S.Reference, procs: Procs, tmp_path: Path) -> None:
+    """SIGKILL at the write of the first segment_sealed event (the state file already says "sealing"): after the restart that segment has exactly one segment_sealed event, as every other segment does."""
+    role = "writer:a3cp_message"
+    assert ".active-a3cp_message.json.tmp-" in _target(reference, role, "write", 9), "precondition"
+    assert _target(reference, role, "write", 10) == "_recorder/audit.jsonl", "precondition"
+    result = S.run_case(S.Fault(role, "write", 10), reference, tmp_path / "case", _start(procs),
+                        workload=[("a3cp_message", i) for i in range(7)])
+    _RAN["kill"] += 1
+    assert result["fired"], _describe(result)
+    assert result["violations"] == [], _describe(result)
+
+
+def test_an_io_error_on_the_audit_event_of_a_seal_still_leaves_a_complete_trail(
+        reference: S.Reference, procs: Procs, tmp_path: Path) -> None:
+    """EIO on the write of the first segment_sealed event (the audit log drops it, the recorder runs on): the sealer writes it again, so every segment still has exactly one segment_sealed event."""
+    role = "writer:a3cp_message"
+    assert _target(reference, role, "write", 10) == "_recorder/audit.jsonl", "precondition"
+    result = S.run_case(S.Fault(role, "write", 10, "EIO"), reference, tmp_path / "case", _start(procs),
+                        workload=[("a3cp_message", i) for i in range(7)])
+    _RAN["EIO"] += 1
+    assert result["fired"] and result["exit"] is None, _describe(result)
     assert result["violations"] == [], _describe(result)

@@ -25,15 +25,19 @@ from unit_support import corpus_bytes
 from recorder import Store, _durable, a3cp
 from recorder.exceptions import DurabilityError, StorageFull, ValidationError
 from recorder.formats import parquet
-from recorder.formats.parquet import EXTRA
+from recorder.formats.parquet import EXTRA, FROM_ENVELOPE, INTERNAL, JSON_TYPE, NULLS
 from recorder.testing import sample_audit, sample_message, sample_raw_action, timestamp
 
 UUID_TYPE = pa.uuid() if hasattr(pa, "uuid") else pa.string()
 TS = pa.timestamp("us", tz="UTC")
 EXAMPLE_MODELS = [a3cp.A3CPMessage, a3cp.A3CPMessageV1_1, a3cp.RawActionRecord, a3cp.AuditEvent,
                   a3cp.FeedbackLogEntry, a3cp.A3CPBase]
-#: string columns of the example models that hold JSON text
+#: columns of the example models that hold JSON text (by name, for a pyarrow without the JSON type)
 JSON_COLUMNS = {"annotation", EXTRA}
+
+
+def is_json(t: Any, name: str) -> bool:
+    return (t == JSON_TYPE and JSON_TYPE != pa.string()) or name in JSON_COLUMNS
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -87,20 +91,20 @@ def instant(text: str) -> datetime:
 
 
 def canon_journal(value: Any, t: Any, name: str = "") -> Any:
-    """A journal JSON value in comparable form, guided only by the column type."""
+    """A journal JSON value in comparable form, guided only by the column type: absent and null stay apart."""
     if value is None:
         return None
-    if name in JSON_COLUMNS:
+    if is_json(t, name):
         return value
     if pa.types.is_struct(t):
         names = {t.field(i).name for i in range(t.num_fields)}
         out: dict[str, Any] = {}
         for i in range(t.num_fields):
             f = t.field(i)
-            if f.name != EXTRA and (x := canon_journal(value.get(f.name), f.type, f.name)) is not None:
-                out[f.name] = x
+            if f.name not in INTERNAL and f.name in value:
+                out[f.name] = canon_journal(value[f.name], f.type, f.name)
         if EXTRA in names:  # undeclared keys, including one that happens to be called "_extra"
-            out.update({k: v for k, v in value.items() if k not in names - {EXTRA}})
+            out.update({k: v for k, v in value.items() if k not in names - set(INTERNAL)})
         return out
     if pa.types.is_map(t):
         return {k: canon_journal(v, t.item_type) for k, v in value.items()}
@@ -114,18 +118,21 @@ def canon_journal(value: Any, t: Any, name: str = "") -> Any:
 
 
 def canon_parquet(value: Any, t: Any, name: str = "") -> Any:
-    """A value read back with pyarrow in the same comparable form as :func:`canon_journal`."""
+    """A value read back with pyarrow in the same comparable form: a null is a key only if ``_nulls`` names it."""
     if value is None:
         return None
-    if name in JSON_COLUMNS:
+    if is_json(t, name):
         return json.loads(value)
     if pa.types.is_struct(t):
+        nulls = value.get(NULLS) or []
         out: dict[str, Any] = {}
         for i in range(t.num_fields):
             f = t.field(i)
             if f.name == EXTRA:
                 out.update(json.loads(value[EXTRA]) if value[EXTRA] is not None else {})
-            elif (x := canon_parquet(value[f.name], f.type, f.name)) is not None:
+            elif f.name in INTERNAL:
+                continue
+            elif (x := canon_parquet(value[f.name], f.type, f.name)) is not None or f.name in nulls:
                 out[f.name] = x
         return out
     if pa.types.is_map(t):
@@ -135,13 +142,15 @@ def canon_parquet(value: Any, t: Any, name: str = "") -> Any:
     return value
 
 
+def from_envelope(env: dict[str, Any], model: type[BaseModel]) -> list[str]:
+    """The record fields the producer passed only beside the record (validation used those)."""
+    return [k for k in ("record_id", "schema_version", "user_id", "session_id")
+            if env["record"].get(k) is None and env.get(k) is not None and k in model.model_fields]
+
+
 def expected_record(env: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     """The journal's record plus the ids a producer passed beside it (which validation used too)."""
-    rec = dict(env["record"])
-    for k in ("record_id", "schema_version", "user_id", "session_id"):
-        if rec.get(k) is None and env.get(k) is not None and k in model.model_fields:
-            rec[k] = env[k]
-    return rec
+    return {**env["record"], **{k: env[k] for k in from_envelope(env, model)}}
 
 
 def assert_file_equals_journal(path: Path, envs: list[dict[str, Any]],
@@ -158,8 +167,9 @@ def assert_file_equals_journal(path: Path, envs: list[dict[str, Any]],
         assert row["received"] == instant(env["received"])
         assert row["timestamp"] == (instant(env["timestamp"]) if env.get("timestamp") else None)
         assert (dict(row["tags"]) if row["tags"] is not None else None) == env.get("tags")
-        want = canon_journal(expected_record(env, model_for(env["schema_version"])), record_type)
-        assert canon_parquet(row["record"], record_type) == want
+        model = model_for(env["schema_version"])
+        assert canon_parquet(row["record"], record_type) == canon_journal(expected_record(env, model), record_type)
+        assert (row["record"].get(FROM_ENVELOPE) or []) == from_envelope(env, model)
 
 
 def types_in(t: Any) -> Iterator[Any]:
@@ -198,7 +208,7 @@ def test_dicts_are_maps_and_nested_models_are_structs() -> None:
     assert msg.field("classifier_output").type == pa.map_(pa.string(), pa.field("value", pa.float64(), False))
     ref = msg.field("raw_features_ref").type
     assert pa.types.is_struct(ref) and ref.field("shape").type == pa.list_(pa.field("item", pa.int64(), False))
-    assert msg.field("annotation").type == pa.string()  # dict[str, Any]: JSON text
+    assert msg.field("annotation").type == JSON_TYPE  # dict[str, Any]: JSON text
     assert msg.field("capture_id").type == UUID_TYPE
     frames = parquet.arrow_schema(a3cp.RawActionRecord).field("frames").type
     frame = frames.value_type
@@ -256,16 +266,16 @@ def test_less_common_annotations_map_as_documented() -> None:
     """Literal and enums are strings, Any and dict[str, Any] JSON, int|float a double, aliases name columns."""
     s = parquet.arrow_schema(Kitchen)
     assert s.field("kind").type == pa.string() and s.field("colour").type == pa.string()
-    assert s.field("any_value").type == pa.string() and s.field("free").type == pa.string()
+    assert s.field("any_value").type == JSON_TYPE and s.field("free").type == JSON_TYPE
     assert s.field("number").type == pa.float64()
-    assert s.field("either").type == pa.string()  # a mixed union: JSON text
+    assert s.field("either").type == JSON_TYPE  # a mixed union: JSON text
     assert s.field("maybe_ids").type == pa.list_(pa.field("item", UUID_TYPE, True))
     assert s.field("counts").type == pa.map_(pa.string(), pa.field("value", pa.list_(
         pa.field("item", pa.int64(), False)), False))
     assert "AliasedKey" in s.names and "aliased" not in s.names
     assert s.field("loose").type == pa.string()  # a pattern that accepts non-UUIDs stays a string
     tree = s.field("tree").type
-    assert pa.types.is_struct(tree) and tree.field("children").type.value_type == pa.string()  # recursion: JSON
+    assert pa.types.is_struct(tree) and tree.field("children").type.value_type == JSON_TYPE  # recursion: JSON
     assert EXTRA in s.names  # extra="ignore" (the default): whatever the journal holds is kept
 
 
@@ -335,6 +345,47 @@ def test_a_null_item_the_model_does_not_allow_is_refused(field: str, value: Any,
     with pytest.raises(ValidationError) as info:
         parquet.to_table([envelope(rec, 3)], A3CP_MODELS)
     assert info.value.field == path and "line seq 3" in info.value.reason
+
+
+def test_an_explicit_null_the_layout_cannot_keep_is_refused_not_turned_into_an_absent_key() -> None:
+    """A null in a struct with no ``_nulls`` column (its model's types all exclude None) refuses the conversion,
+    naming the field, instead of reading back as an absent key."""
+    frame = {"frame_index": 0, "landmarks": {"hand": {"tip": {"x": 0.1, "y": 0.2, "z": None}}}}
+    rec = dict(sample_raw_action(i=0, frames=1), frames=[frame])
+    with pytest.raises(ValidationError) as info:
+        parquet.to_table([envelope(rec, 4, "raw_action")], lambda v: a3cp.RawActionRecord)
+    assert info.value.field == "record.frames[0].landmarks['hand']['tip'].z" and "line seq 4" in info.value.reason
+
+
+def test_nulls_and_envelope_ids_are_listed_only_where_they_are() -> None:
+    """``_nulls`` names exactly the keys present with null in each struct (null when none); ``_from_envelope``
+    names the ids given beside the record only."""
+    frames = [{"frame_index": 0, "timestamp": None, "landmarks": {}}, {"frame_index": 1, "landmarks": {}}]
+    rec = {k: v for k, v in dict(sample_raw_action(i=0), frames=frames, fps=None).items() if k != "record_id"}
+    env = envelope(rec, 5, "raw_action", record_id=str(uuid.UUID(int=77)))
+    row = parquet.to_table([env], lambda v: a3cp.RawActionRecord).column("record").to_pylist()[0]
+    assert row[NULLS] == ["fps"] and row[FROM_ENVELOPE] == ["record_id"]
+    assert [f[NULLS] for f in row["frames"]] == [["timestamp"], None]
+    assert row["modality"] == "vision" and row["performer_id"] is None  # absent: null, and not listed
+
+
+def test_a_layout_1_file_reads_with_a_layout_2_file_as_one_table(tmp_path: Path, dir_fd: int) -> None:
+    """A file written before the JSON type and ``_nulls`` (JSON text as plain strings) unifies with a new one."""
+    new = parquet.to_table([envelope(sample_message(i=1), 1)], A3CP_MODELS)
+    record, col = new.schema.field("record").type, new.column("record").combine_chunks()
+    keep = [i for i in range(record.num_fields) if record.field(i).name != NULLS]
+    fields = [record.field(i).with_type(pa.string()) if record.field(i).type == JSON_TYPE else record.field(i)
+              for i in keep]
+    children = [col.field(i).storage if record.field(i).type == JSON_TYPE else col.field(i) for i in keep]
+    old_record = pa.StructArray.from_arrays(children, fields=fields)
+    old = new.set_column(new.schema.get_field_index("record"), pa.field("record", old_record.type, False),
+                         old_record)
+    pq.write_table(old, tmp_path / "old.parquet")
+    parquet.write(dir_fd, "new.parquet", new, "new")
+    table = parquet.read_table([tmp_path / "old.parquet", tmp_path / "new.parquet"])
+    assert table.schema.field("record").type.field("annotation").type == JSON_TYPE
+    rows = table.column("record").to_pylist()
+    assert rows[0]["annotation"] == rows[1]["annotation"] and rows[0][NULLS] is None
 
 
 def test_lines_of_several_types_or_none_are_refused() -> None:
@@ -485,7 +536,7 @@ def test_a_model_without_fields_still_writes(tmp_path: Path, dir_fd: int) -> Non
     envs = [envelope({"empty": {}}, 1, "e"), envelope({}, 2, "e")]
     parquet.write(dir_fd, "e.parquet", parquet.to_table(envs, lambda v: HoldsEmpty), "e")
     rows = pq.read_table(tmp_path / "e.parquet").column("record").to_pylist()
-    assert rows == [{"empty": {EXTRA: None}}, {"empty": None}]
+    assert rows == [{"empty": {EXTRA: None}, NULLS: None}, {"empty": None, NULLS: None}]
 
 
 # -- evolution ---------------------------------------------------------------------------
@@ -510,7 +561,8 @@ def test_a_segment_mixing_minor_versions_gives_one_table() -> None:
     assert table.column("seq").to_pylist() == [1, 2, 3, 4, 5, 6]
     record = table.schema.field("record").type
     assert record.field("model_version").nullable
-    assert [record.field(i).name for i in range(record.num_fields)][-2:] == ["model_version", EXTRA]
+    assert [record.field(i).name for i in range(record.num_fields)][-4:] == ["model_version", NULLS, FROM_ENVELOPE,
+                                                                             EXTRA]
     rows = table.column("record").to_pylist()
     assert [r["model_version"] for r in rows] == [None, "m1", None, "m3", None, "m5"]
     # under 1.0 the field is not declared, so it is an extra there, as the 1.0 model saw it

@@ -353,3 +353,20 @@ def test_cli_replay_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[s
     """A missing ROOT exits non-zero naming it."""
     assert main(["replay", str(tmp_path / "nope")]) == 2
     assert "ROOT" in capsys.readouterr().err
+
+
+def test_replay_gives_back_parquet_records_exactly_as_read_does(tmp_path: Path) -> None:
+    """A Parquet record with an explicit top-level null and an absent optional field comes back from
+    replay() as read() gives it: the null kept, the absent key left out."""
+    root = tmp_path / "data"
+    rec = sample_raw_action("mia02", "s9", 3)
+    rec["modality"] = None
+    rec.pop("performer_id", None)
+    with Store(None, data_root=root) as s:
+        s.record(rec, schema_type="raw_action")
+        s.end_session("mia02", "s9")
+        s.sealer.wait_idle(30)
+    assert list(root.rglob("*.parquet")) and not list(root.rglob("raw_action_*.jsonl"))
+    (got,) = [e for e in replay(root, speed=None) if e["schema_type"] == "raw_action"]
+    (want,) = [e for e in read(root) if e["schema_type"] == "raw_action"]
+    assert got == want and got["record"]["modality"] is None and "performer_id" not in got["record"]

@@ -1,0 +1,188 @@
+"""What a writer reads beside its journals: sealed segments' tails, earlier chain heads, manifests.
+
+Kept out of ``writer.py`` so that module holds the write path only. Nothing
+here writes, except :func:`open_journal`, which opens (and so recovers) a
+journal and sets a damaged one aside.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from . import _durable
+from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
+from .exceptions import RecorderError
+from .journal import GENESIS, Journal, Recovery
+
+__all__ = ["SEALED_ROWS", "SEALED_TAIL", "EventSink", "has_manifest", "manifest_of", "open_journal", "read_all",
+           "recent_time", "sealed_tail", "segment_counts", "stored_head"]
+
+EventSink = Callable[[str, dict[str, Any]], None]
+SEALED_TAIL = 4 << 20  # bytes of a sealed journal's end read for de-duplication
+SEALED_ROWS = 8192  # rows of a Parquet segment's end read likewise
+
+
+def read_all(fd: int) -> bytes:
+    """Everything from ``fd``'s position to its end."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def recent_time(state: str) -> float:
+    """The wall time in a ``"recent <time>"`` state (0 for the older plain ``"recent"``)."""
+    try:
+        return float(state.split(" ", 1)[1])
+    except (IndexError, ValueError):
+        return 0.0
+
+
+def sealed_tail(root_fd: int, rel: str) -> list[dict[str, Any]]:
+    """(producer, pseq) of the last records of a sealed segment, from its journal or Parquet file."""
+    *dirs, name = rel.split("/")
+    stem = name[: -len(".jsonl")]
+    try:
+        dir_fd = _durable.open_dirs(root_fd, dirs, rel)
+    except RecorderError:
+        return []
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            fd = -1
+        if fd >= 0:
+            with os.fdopen(fd, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                f.seek(max(0, size - SEALED_TAIL))
+                lines = f.read().split(b"\n")[1:]
+            out = []
+            for ln in lines:
+                try:
+                    obj = msgspec.json.decode(ln)
+                except msgspec.DecodeError:
+                    continue
+                if isinstance(obj, dict):
+                    out.append({"producer": obj.get("producer"), "pseq": obj.get("pseq")})
+            return out
+        try:
+            pfd = os.open(stem + ".parquet", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return []
+        import pyarrow.parquet as pq
+
+        with os.fdopen(pfd, "rb") as f:
+            rows: list[dict[str, Any]] = pq.read_table(f, columns=["producer", "pseq"]).to_pylist()
+        return rows[-SEALED_ROWS:]
+    finally:
+        _durable.close(dir_fd)
+
+
+def _load(dir_fd: int, name: str) -> Any:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    try:
+        return msgspec.json.decode(read_all(fd))
+    finally:
+        os.close(fd)
+
+
+def manifest_of(root_fd: int, rel: str) -> dict[str, Any] | None:
+    """The manifest beside the journal ``rel`` (a dict), or None if there is none (or it is unreadable)."""
+    *dirs, name = rel.split("/")
+    try:
+        dir_fd = _durable.open_dirs(root_fd, dirs, rel)
+    except RecorderError:
+        return None
+    try:
+        doc = _load(dir_fd, name[: -len(".jsonl")] + MANIFEST_SUFFIX)
+    except (msgspec.DecodeError, OSError):
+        return None
+    finally:
+        _durable.close(dir_fd)
+    return doc if isinstance(doc, dict) else None
+
+
+def segment_counts(root_fd: int, rel: str) -> dict[str, Any]:
+    """``records`` and ``bytes`` of a sealed segment's journal, from its manifest, else from the journal itself."""
+    m = manifest_of(root_fd, rel)
+    if m is not None:
+        return {"records": m.get("records"), "bytes": m.get("bytes")}
+    *dirs, name = rel.split("/")
+    try:
+        dir_fd = _durable.open_dirs(root_fd, dirs, rel)
+    except RecorderError:
+        return {"records": None, "bytes": None}
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return {"records": None, "bytes": None}
+    finally:
+        _durable.close(dir_fd)
+    try:
+        data = read_all(fd)
+    finally:
+        os.close(fd)
+    return {"records": max(0, data.count(b"\n") - 1), "bytes": len(data)}  # lines after the header
+
+
+def has_manifest(root_fd: int, rel: str) -> bool:
+    """True if the journal ``rel`` has a manifest beside it."""
+    *dirs, name = rel.split("/")
+    try:
+        dir_fd = _durable.open_dirs(root_fd, dirs, rel)
+    except RecorderError:
+        return False
+    try:
+        os.stat(name[: -len(".jsonl")] + MANIFEST_SUFFIX, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        _durable.close(dir_fd)
+
+
+def stored_head(dir_fd: int, stem: str) -> str | None:
+    """The chain head a closed segment left on disk: its manifest's, else its checkpoint's, else its tombstone's."""
+    for fname, key in ((stem + MANIFEST_SUFFIX, "chain_head"), (stem + ".jsonl.head", "head"),
+                       (stem + TOMBSTONE_SUFFIX, "manifest")):
+        doc = _load(dir_fd, fname)
+        if doc is None:
+            continue
+        value = doc.get(key)
+        if isinstance(value, dict):
+            value = value.get("chain_head")
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def open_journal(dir_fd: int, name: str, rel: str, header: dict[str, Any], on_event: EventSink, *,
+                 hashing: bool, fsync: bool, prev_head: str = GENESIS) -> tuple[Journal, Recovery]:
+    """Open a journal, recovering its tail; a damaged file is set aside read-only.
+
+    What recovery cut and what was set aside are reported through ``on_event``
+    (the cut bytes with them, so they are kept, never silently deleted).
+    """
+    def keep(offset: int, data: bytes) -> None:
+        on_event("torn_tail_cut", {"path": rel, "offset": offset, "bytes": len(data), "data": data})
+
+    j = Journal(dir_fd, name, rel, hashing=hashing, fsync=fsync)
+    rec = j.open(header, prev_head, keep_cut=keep)
+    if rec.damaged is not None:
+        _durable.close(j.fd)
+        aside = f"{name}.damaged-{time.time_ns()}"
+        _durable.rename(dir_fd, name, aside, rel, read_only=True)
+        on_event("file_set_aside", {"path": rel, "moved_to": aside, "offset": rec.damaged.offset,
+                                    "line": rec.damaged.line, "reason": rec.damaged.reason})
+        j = Journal(dir_fd, name, rel, hashing=hashing, fsync=fsync)
+        rec2 = j.open({**header, "follows_damaged": aside}, prev_head)
+        rec = Recovery(damaged=rec.damaged, tail=rec2.tail)
+    return j, rec
