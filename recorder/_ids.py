@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from .protocol import Record
 
-__all__ = ["holds_ids", "new_record_id", "with_default_version"]
+__all__ = ["holds_ids", "holds_record_id", "new_record_id", "with_default_version"]
 
 
 class _Ids(msgspec.Struct):
@@ -55,6 +55,14 @@ def holds_ids(obj: Any, raw: bytes) -> tuple[bool, bool]:
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return True, True
     return ids.record_id is not None, ids.schema_version is not None
+
+
+def holds_record_id(obj: Any, raw: bytes) -> bool:
+    """``holds_ids(obj, raw)[0]``, without decoding bytes that open with a top-level string
+    ``record_id`` (the shape A3CP models serialise to: it is their first field)."""
+    if not isinstance(obj, (dict, BaseModel)) and raw.startswith(b'{"record_id":"'):
+        return True
+    return holds_ids(obj, raw)[0]
 
 
 def with_default_version(rec: Record, default_version: str) -> Record:

@@ -25,7 +25,7 @@ import zmq
 from pydantic import BaseModel
 
 from . import protocol as P
-from ._ids import holds_ids, new_record_id
+from ._ids import holds_record_id, new_record_id
 from ._run import endpoints
 from .config import load_config
 from .exceptions import (
@@ -191,7 +191,7 @@ class Client:
         raw = encode_record(obj, stype)
         if len(raw) > self.max_record_bytes:
             raise RecordTooLarge(stype, len(raw), self.max_record_bytes)
-        if record_id is None and not holds_ids(obj, raw)[0]:
+        if record_id is None and not holds_record_id(obj, raw):
             record_id = new_record_id()  # made once: the frame kept for resending carries it
         with self._cond:
             self._ensure_started()

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from . import _durable
 from ._env import iso_ms_now, iso_ns, runtime_env
-from ._ids import holds_ids, new_record_id, with_default_version
+from ._ids import holds_record_id, new_record_id, with_default_version
 from ._run import take_lock
 from .config import Config, load_config
 from .exceptions import RecorderError, StorageFull, ValidationError
@@ -270,7 +270,7 @@ class Store:
         try:
             stype = stype or self.type_of(record)
             raw = encode_record(record, stype)
-            if meta.get("record_id") is None and not holds_ids(record, raw)[0]:
+            if meta.get("record_id") is None and not holds_record_id(record, raw):
                 meta["record_id"] = new_record_id()
             rec = Record(producer, pseq, stype, raw, **meta)
             spec = self.registry.specs.get(stype)
