@@ -21,7 +21,7 @@ import msgspec
 
 from .catalog import Segment
 from .exceptions import CorruptionError
-from .reader import INTERNAL_DIR, _catalog, _py
+from .reader import _catalog, _py, walk_data_files
 
 By = Literal["received", "timestamp"]
 
@@ -256,41 +256,30 @@ def find_sources(root: Path, flt: Filter) -> list[_Source]:
     """The data files that may hold matching records, by first ``seq``; sealed ones chosen by the catalog."""
     catalog = _catalog(root)
     found: list[_Source] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if Path(dirpath) == root and INTERNAL_DIR in dirnames:
-            dirnames.remove(INTERNAL_DIR)
-        dirnames.sort()
-        names = set(filenames)
-        for f in sorted(filenames):
-            if f.startswith(".") or not f.endswith((".jsonl", ".parquet")):
-                continue
-            journal = f[: -len(".parquet")] + ".jsonl" if f.endswith(".parquet") else f
-            if f.endswith(".parquet") and journal in names:
-                continue  # a kept journal holds the exact text: read it instead
-            path = Path(dirpath, f)
-            m = catalog.get(os.path.relpath(os.path.join(dirpath, journal), root))
-            if m is not None:
-                if flt.segment_overlaps(m) and m.get("first_seq") is not None:
-                    first = m.get("first_received" if flt.by == "received" else "first_timestamp")
-                    found.append(_Source(int(m["first_seq"]), path, _iso_ns(first) if isinstance(first, str) else None))
-                continue
-            if f.endswith(".parquet"):
-                seq = _parquet_first_seq(path)
-                if seq is not None:
-                    found.append(_Source(seq, path))
-                continue
-            try:
-                stype, first_line, last_line = _journal_ends(path)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                found.append(_Source(0, path))  # damaged: opened first, so reading it reports where
-                continue
-            if first_line is None or last_line is None or (flt.types is not None and stype not in flt.types):
-                continue
-            first_t = flt.time_of(first_line.received, first_line.timestamp)
-            if flt.by == "received" and not flt.segment_overlaps({"first_received": first_line.received,
-                                                                  "last_received": last_line.received}):
-                continue  # receive times only grow within a file: its first and last line bound it
-            found.append(_Source(first_line.seq, path, first_t))
+    for path, rel in walk_data_files(root):
+        m = catalog.get(rel)
+        if m is not None:
+            if flt.segment_overlaps(m) and m.get("first_seq") is not None:
+                first = m.get("first_received" if flt.by == "received" else "first_timestamp")
+                found.append(_Source(int(m["first_seq"]), path, _iso_ns(first) if isinstance(first, str) else None))
+            continue
+        if path.suffix == ".parquet":
+            seq = _parquet_first_seq(path)
+            if seq is not None:
+                found.append(_Source(seq, path))
+            continue
+        try:
+            stype, first_line, last_line = _journal_ends(path)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            found.append(_Source(0, path))  # damaged: opened first, so reading it reports where
+            continue
+        if first_line is None or last_line is None or (flt.types is not None and stype not in flt.types):
+            continue
+        first_t = flt.time_of(first_line.received, first_line.timestamp)
+        if flt.by == "received" and not flt.segment_overlaps({"first_received": first_line.received,
+                                                              "last_received": last_line.received}):
+            continue  # receive times only grow within a file: its first and last line bound it
+        found.append(_Source(first_line.seq, path, first_t))
     return sorted(found)
 
 

@@ -217,31 +217,33 @@ def data_files(root: str | Path, *, schema_type: str | None = None, user_id: str
     root = check_recording(root)
     catalog = _catalog(root)
     chosen: list[Path] = []
+    for path, rel in walk_data_files(root):
+        m = catalog.get(rel)
+        if m is not None and not Segment(m).matches(schema_type, None, user_id, session_id, since, until):
+            continue
+        if m is None and schema_type is not None and path.suffix == ".jsonl" \
+                and _header_type(path) not in (schema_type, None):
+            continue  # an open journal of another type: its header says so
+        chosen.append(path)
+    return chosen
+
+
+def walk_data_files(root: Path) -> Iterator[tuple[Path, str]]:
+    """Every data file under ``root`` in path order, with its journal's path relative to the root
+    (the catalog's key): journals, and Parquet files whose journal is gone (a kept journal holds
+    the exact text and is read instead). The recorder's own ``_recorder`` folder is left out."""
     for dirpath, dirnames, filenames in os.walk(root):
         if Path(dirpath) == root and INTERNAL_DIR in dirnames:
             dirnames.remove(INTERNAL_DIR)
         dirnames.sort()
         names = set(filenames)
         for f in sorted(filenames):
-            if f.startswith("."):
+            if f.startswith(".") or not f.endswith((".jsonl", ".parquet")):
                 continue
-            if f.endswith(".parquet"):
-                if f[: -len(".parquet")] + ".jsonl" in names:
-                    continue
-                journal = f[: -len(".parquet")] + ".jsonl"
-            elif f.endswith(".jsonl"):
-                journal = f
-            else:
+            journal = f[: -len(".parquet")] + ".jsonl" if f.endswith(".parquet") else f
+            if f.endswith(".parquet") and journal in names:
                 continue
-            rel = os.path.relpath(os.path.join(dirpath, journal), root)
-            m = catalog.get(rel)
-            if m is not None and not Segment(m).matches(schema_type, None, user_id, session_id, since, until):
-                continue
-            if m is None and schema_type is not None and f.endswith(".jsonl") \
-                    and _header_type(Path(dirpath, f)) not in (schema_type, None):
-                continue  # an open journal of another type: its header says so
-            chosen.append(Path(dirpath, f))
-    return chosen
+            yield Path(dirpath, f), os.path.relpath(os.path.join(dirpath, journal), root)
 
 
 def recorded_types(root: str | Path) -> set[str]:
