@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from .exceptions import DurabilityError, StorageFull
+from .exceptions import DurabilityError, StorageFull, Unwritable
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -112,10 +112,25 @@ def _ino_at(dir_fd: int, name: str) -> int:
     return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino
 
 
+#: errors of opening or creating a path that belong to that path, not to the device
+_PATH_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG,
+                          errno.EISDIR, errno.EINVAL, errno.EILSEQ, errno.ENOENT, errno.EMLINK, errno.EEXIST})
+
+
 def _wrap(e: OSError, path: str, op: str) -> Exception:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull(path, f"{op}: {os.strerror(e.errno)}")
     return DurabilityError(path, op, e.errno, e.strerror or str(e))
+
+
+def _wrap_path(e: OSError, path: str, op: str) -> Exception:
+    """Like _wrap, but an error that belongs to this path alone becomes Unwritable."""
+    if e.errno in _PATH_ERRNOS:
+        reason = e.strerror or str(e)
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            reason = "a path part is a symlink or not a directory"
+        return Unwritable(path, op, e.errno, reason)
+    return _wrap(e, path, op)
 
 
 def open_root(path: str) -> int:
@@ -156,9 +171,7 @@ def open_dirs(root_fd: int, parts: list[str], label: str) -> int:
         return fd
     except OSError as e:
         os.close(fd)
-        if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise DurabilityError(label, "open dir", e.errno, "a path part is a symlink or not a directory") from e
-        raise _wrap(e, label, "open dir") from e
+        raise _wrap_path(e, label, "open dir") from e
 
 
 def open_append(dir_fd: int, name: str, label: str) -> tuple[int, bool]:
@@ -179,7 +192,7 @@ def open_append(dir_fd: int, name: str, label: str) -> tuple[int, bool]:
                 _note("dirsync", _ino(dir_fd))
         return fd, created
     except OSError as e:
-        raise _wrap(e, label, "open") from e
+        raise _wrap_path(e, label, "open") from e
 
 
 def append(fd: int, data: bytes, label: str) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "StorageFull",
     "UnknownSchemaError",
     "UnsafeIdentifier",
+    "Unwritable",
     "UsageError",
     "ValidationError",
 ]
@@ -141,6 +142,19 @@ class DurabilityError(RecorderError):
         self.errno = errno
         self.reason = reason
         super().__init__(f"{path}: {op} failed: {reason}")
+
+
+class Unwritable(DurabilityError):
+    """One destination (a directory or file) cannot be written: nothing went there; others go on.
+
+    Raised for errors that belong to a path (EACCES, EPERM, EROFS, ENOTDIR,
+    ENAMETOOLONG, a symlink, a name the filesystem refuses, a file removed
+    while open), never for device-wide ones (EIO, ENOSPC). The service
+    refuses that destination's records with code ``unwritable`` and tries
+    the destination again later.
+    """
+
+    code = "unwritable"
 
 
 class RecorderUnavailable(RecorderError):

@@ -1,8 +1,9 @@
 """Wire frames between clients and the recorder, encoded and decoded side by side.
 
 Every frame is one msgpack array whose first element is a tag. Records go
-over PUSH -> PULL; everything else over DEALER <-> ROUTER, where the
-client's routing id is its producer id. docs/FORMAT.md ("Wire protocol")
+over PUSH -> PULL, one ``Record`` or a ``Batch`` of them per frame;
+everything else over DEALER <-> ROUTER, where the client's routing id is
+its producer id. docs/FORMAT.md ("Wire protocol")
 describes the exchange.
 """
 
@@ -12,6 +13,7 @@ import msgspec
 
 __all__ = [
     "Ack",
+    "Batch",
     "Hello",
     "Nack",
     "Ping",
@@ -20,14 +22,17 @@ __all__ = [
     "StatsRequest",
     "Welcome",
     "decode_control",
+    "decode_ingress",
     "decode_record",
     "encode",
+    "encode_batch",
 ]
 
-PROTOCOL_VERSION = 1
+#: 2: records may come grouped in a Batch frame; Welcome announces the largest frame read
+PROTOCOL_VERSION = 2
 
 
-class Record(msgspec.Struct, array_like=True, tag="r"):
+class Record(msgspec.Struct, array_like=True, omit_defaults=True, tag="r"):
     """One record from a producer; ``record`` is the record's JSON bytes."""
 
     producer: str
@@ -41,6 +46,12 @@ class Record(msgspec.Struct, array_like=True, tag="r"):
     source: str | None = None
     action_id: str | None = None
     tags: dict[str, str] | None = None
+
+
+class Batch(msgspec.Struct, array_like=True, tag="b"):
+    """Several records of one producer in one frame, in pseq order (each counted and acknowledged alone)."""
+
+    records: list[Record]
 
 
 class Hello(msgspec.Struct, array_like=True, tag="hello"):
@@ -72,6 +83,7 @@ class Welcome(msgspec.Struct, array_like=True, tag="welcome"):
     epoch: int
     watermark: int
     expected: int
+    max_frame: int = 0  # the largest ingress frame the recorder reads (0: not announced, protocol 1)
 
 
 class Ack(msgspec.Struct, array_like=True, tag="ack"):
@@ -98,12 +110,27 @@ class StatsReply(msgspec.Struct, array_like=True, tag="stats"):
 _Control = Hello | Ping | StatsRequest | Welcome | Ack | Nack | StatsReply
 _enc = msgspec.msgpack.Encoder()
 _rec_dec = msgspec.msgpack.Decoder(Record)
+_ingress_dec = msgspec.msgpack.Decoder(Record | Batch)
 _ctl_dec = msgspec.msgpack.Decoder(_Control)
 
 
-def encode(frame: Record | _Control) -> bytes:
+def encode(frame: Record | Batch | _Control) -> bytes:
     """Encode any frame."""
     return _enc.encode(frame)
+
+
+def encode_batch(records: list[bytes]) -> bytes:
+    """A Batch frame of already encoded Record frames, without decoding them again."""
+    return _enc.encode(Batch([msgspec.Raw(r) for r in records]))  # type: ignore[misc]
+
+
+def decode_ingress(data: bytes) -> Record | Batch:
+    """Decode an ingress frame; raises msgspec.DecodeError/ValidationError if malformed."""
+    try:
+        frame: Record | Batch = _ingress_dec.decode(data)
+    except UnicodeDecodeError as e:
+        raise msgspec.DecodeError(f"invalid UTF-8 in frame: {e}") from e
+    return frame
 
 
 def decode_record(data: bytes) -> Record:

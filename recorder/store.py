@@ -264,6 +264,7 @@ class Store:
         Raises:
             ValidationError: the record was refused (and quarantined).
             StorageFull: the disk is full; the record was not written.
+            Unwritable: its destination cannot be written (quarantined); others can.
         """
         stype = schema_type or ""
         raw = b""
@@ -279,7 +280,11 @@ class Store:
             self.reject(stype, raw, e, producer, pseq)
             raise
         entry = Entry(acc, self.seq.take(), time.time_ns(), producer, pseq)
-        self.writers[acc.spec.name].write([entry])
+        refused = self.writers[acc.spec.name].write([entry])
+        if refused:
+            err = refused[entry.seq]
+            self.reject(stype, raw, err, producer, pseq)
+            raise err
         if acc.ends_session:
             self.end_session(acc.user_id, acc.session_id or "")
         return entry.seq

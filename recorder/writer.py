@@ -22,13 +22,13 @@ from ._segfiles import (EventSink, has_manifest, open_journal, read_all, recent_
 from ._split import fitting
 from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
-from .exceptions import DurabilityError, RecorderError, StorageFull
+from .exceptions import DurabilityError, RecorderError, StorageFull, Unwritable
 from .journal import GENESIS, Journal, Recovery
 from .registry import TypeSpec
 from .schema.accept import Accepted
 from .validation import safe_json
 
-__all__ = ["Entry", "TypeWriter", "open_journal"]
+__all__ = ["Entry", "RETRY_UNWRITABLE_S", "TypeWriter", "open_journal"]
 
 
 @dataclass(slots=True)
@@ -66,6 +66,7 @@ class _Marker:
 _SEG = _Marker()
 _RECENT = 4  # sealed segments always kept for restart de-duplication ...
 _RECENT_S = 120.0  # ... and every one sealed within this many seconds (across all streams)
+RETRY_UNWRITABLE_S = 5.0  # an unwritable destination is tried again after this long
 
 
 @dataclass(slots=True)
@@ -76,6 +77,17 @@ class _Group:
     values: dict[str, Any]
     bodies: list[bytes] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Touched:
+    """A journal one batch wrote to: where to cut it back to, and which records went in."""
+
+    rel: str
+    journal: Journal
+    before: int  # its size before the batch
+    last_seq: int
+    seqs: list[int]
 
 
 @dataclass
@@ -123,6 +135,9 @@ class TypeWriter:
         self._counted: dict[str, int] = {}  # journal -> bytes already added to storage usage
         self._swept: set[str] = set()  # directories cleared of stale temp files since start
         self._pinned: set[str] = set()  # journals the batch being written uses: never evicted meanwhile
+        #: stream -> (monotonic time to try again, the error) of destinations that could not be written
+        self.unwritable: dict[str, tuple[float, Unwritable]] = {}
+        self.unwritable_refused = 0  # records refused because their destination could not be written
         cfg = spec.config
         self.rotating = "segment" in spec.template.fields
         self._dated = bool(spec.template.fields & {"date", "year", "month", "day", "hour"})
@@ -279,7 +294,7 @@ class TypeWriter:
         return best + 1 if sealed or sealing else best
 
     # -- appending -------------------------------------------------------------
-    def write(self, entries: list[Entry]) -> None:
+    def write(self, entries: list[Entry]) -> dict[int, Unwritable]:
         """Append ``entries`` in order: one write per file touched, all fdatasync'd before this returns.
 
         A stream's records go to its current segment until it is full
@@ -288,6 +303,12 @@ class TypeWriter:
         whole batch is durable. Each part a later part follows is synced
         before the next segment is started (the new header names its chain
         head); the other files are synced together at the end.
+
+        A destination that cannot be written (see ``Unwritable``), or whose
+        file was removed while open, costs only its own records: they are
+        returned (by recorder seq) and the rest are written. An unwritable
+        stream is tried again ``RETRY_UNWRITABLE_S`` after it failed; until
+        then its records are refused at once.
 
         Raises:
             StorageFull: the disk or a storage limit is full; nothing of the failed batch is kept.
@@ -309,13 +330,14 @@ class TypeWriter:
         if self.admit is not None:
             self.admit(self.spec.name, size)
         now = time.monotonic()
-        touched: list[tuple[str, Journal, int, int]] = []  # (path, journal, size to cut back to, last seq)
+        refused: dict[int, Unwritable] = {}
+        touched: list[_Touched] = []
         filled: list[str] = []  # segments this batch filled: sealed once it is durable
         moved: list[tuple[str, int | None, tuple[int, str] | None]] = []  # streams moved on: (stream, old values)
         try:
             for g in groups.values():
-                self._write_group(g, touched, filled, moved)
-            pending = [j for _, j, _, _ in touched if j._pending is not None]
+                self._write_isolated(g, touched, filled, moved, refused, now)
+            pending = [t.journal for t in touched if t.journal._pending is not None]
             if len(pending) == 1:
                 pending[0].sync()
             elif pending:
@@ -325,22 +347,69 @@ class TypeWriter:
             # it touched goes back to where it was before it; a segment the
             # batch started goes back to nothing (its header chained from the
             # part cut from the segment before it, and is written anew).
-            for rel, j, before, _ in touched:
-                self._cut_back(rel, j, before)
+            for t in touched:
+                self._cut_back(t.rel, t.journal, t.before)
             for stream, seg, head in reversed(moved):
                 self._restore(stream, seg, head)
             raise
         finally:
             self._pinned.clear()
-        for rel, j, _, last_seq in touched:
-            j.last_seq = last_seq
-            self._count(rel, j)
-            self.info[rel].last_append = now
-        for rel, j, _, _ in touched:
-            if rel in filled or (self.rotating and self._full(j, self.info[rel], now)):
-                self._try_seal(rel)
+        for t in touched:
+            if t.journal.fd >= 0 and os.fstat(t.journal.fd).st_nlink == 0:
+                self._gone(t, refused)  # its directory was removed under it: acknowledging would lie
+                continue
+            t.journal.last_seq = t.last_seq
+            self._count(t.rel, t.journal)
+            self.info[t.rel].last_append = now
+        for t in touched:
+            if t.rel in self.info and (t.rel in filled or (self.rotating and self._full(t.journal, self.info[t.rel],
+                                                                                        now))):
+                self._try_seal(t.rel)
+        return refused
 
-    def _write_group(self, g: _Group, touched: list[tuple[str, Journal, int, int]], filled: list[str],
+    def _write_isolated(self, g: _Group, touched: list[_Touched], filled: list[str],
+                        moved: list[tuple[str, int | None, tuple[int, str] | None]],
+                        refused: dict[int, Unwritable], now: float) -> None:
+        """Write one stream's lines; an Unwritable destination refuses them and leaves the others alone."""
+        bad = self.unwritable.get(g.stream)
+        if bad is not None and now < bad[0]:
+            refused.update(dict.fromkeys(g.seqs, bad[1]))
+            return
+        marks = len(touched), len(filled), len(moved)
+        try:
+            self._write_group(g, touched, filled, moved)
+        except Unwritable as e:
+            for t in touched[marks[0]:]:
+                self._cut_back(t.rel, t.journal, t.before)
+            for stream, seg, head in reversed(moved[marks[2]:]):
+                self._restore(stream, seg, head)
+            del touched[marks[0]:], filled[marks[1]:], moved[marks[2]:]
+            self.unwritable[g.stream] = (now + RETRY_UNWRITABLE_S, e)
+            self.unwritable_refused += len(g.seqs)
+            refused.update(dict.fromkeys(g.seqs, e))
+            self.on_event("destination_unwritable", {"path": e.path, "error": str(e), "records": len(g.seqs),
+                                                     "retry_s": RETRY_UNWRITABLE_S})
+            return
+        if bad is not None:
+            del self.unwritable[g.stream]
+            self.on_event("destination_writable", {"path": g.stream.replace("\0", "{segment}")})
+
+    def _gone(self, t: _Touched, refused: dict[int, Unwritable]) -> None:
+        """A journal whose file was unlinked while open: drop it; the batch's lines in it are refused."""
+        err = Unwritable(t.rel, "write", None, "the file was removed while open (its directory deleted?)")
+        refused.update(dict.fromkeys(t.seqs, err))
+        self.unwritable_refused += len(t.seqs)
+        self.open.pop(t.rel, None)
+        self.info.pop(t.rel, None)
+        self.active.pop(t.rel, None)
+        _durable.close(t.journal.fd)
+        _durable.close(t.journal.dir_fd)
+        t.journal.fd = -1
+        self._save_active()
+        self.on_event("destination_unwritable", {"path": t.rel, "error": str(err), "records": len(t.seqs),
+                                                 "retry_s": 0})
+
+    def _write_group(self, g: _Group, touched: list[_Touched], filled: list[str],
                      moved: list[tuple[str, int | None, tuple[int, str] | None]]) -> None:
         """Write one stream's lines of a batch, into as many of its segments as its limits need."""
         i, n = 0, len(g.bodies)
@@ -359,7 +428,8 @@ class TypeWriter:
                     self._try_seal(rel)
                     self.current[g.stream] = max(self.current.get(g.stream, 0), seg + 1)
                     continue
-            touched.append((rel, j, 0 if chained and not j.records else j.size, g.seqs[i + k - 1]))
+            touched.append(_Touched(rel, j, 0 if chained and not j.records else j.size, g.seqs[i + k - 1],
+                                    g.seqs[i:i + k]))
             j.write(g.bodies[i:i + k])
             i += k
             if i < n:  # the rest goes on in the next segment, whose header names this part's head

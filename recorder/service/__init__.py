@@ -1,0 +1,1 @@
+"""The recorder process: the ingest loop and the writer actors it drives."""
