@@ -2,15 +2,21 @@
 
 One Client per producer process. ``record()`` encodes the record, stamps it
 with this client's producer id and next sequence number, keeps it in a
-bounded buffer of unacknowledged records and pushes it. A background thread
-reads acknowledgements (the durable watermark), pings the recorder, and
-resends what is unacknowledged when the recorder restarts or reports a gap.
+bounded buffer of unacknowledged records and, when nothing is in flight,
+pushes it at once. Records that come while others await their
+acknowledgement are coalesced: a background thread sends them as one frame
+when the acknowledgement arrives, or after at most ``COALESCE_S``. That
+thread also reads acknowledgements (the durable watermark), pings the
+recorder, and resends what is unacknowledged when the recorder restarts or
+reports a gap.
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
+import math
 import os
 import socket
 import threading
@@ -43,6 +49,8 @@ __all__ = ["Client"]
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _log = logging.getLogger("recorder.client")
 STALL_S = 2.0  # unacknowledged this long while the recorder answers pings: send again
+COALESCE_S = 0.001  # a record that waits for company is sent after at most this long
+_DEFAULT_MAX_FRAME = (1 << 20) + 4096  # until the recorder's Welcome announces its own
 _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
@@ -152,7 +160,7 @@ class Client:
         self._rejections: dict[int, tuple[str, str, str]] = {}
         self._epoch = 0
         self._ctx: zmq.Context[Any] | None = None
-        self._push: zmq.Socket[Any] | None = None
+        self._push_sock: zmq.Socket[Any] | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
         self._closed = False
@@ -160,8 +168,14 @@ class Client:
         self._last_hello = 0.0
         self._auth_error = ""  # set when a CURVE handshake is refused
         self._last_stall_resend = 0.0
+        self._wakeup = -1  # an eventfd: record() wakes the I/O thread when records wait for company
+        self._flush_at = 0.0  # monotonic time by which waiting records are sent (0: none waiting)
+        self._max_frame = min(_DEFAULT_MAX_FRAME, self.max_record_bytes + 4096)
         self.latencies_ns: deque[int] = deque(maxlen=200_000)  # record() -> durable ack
-        self.counters = {"sent": 0, "acked": 0, "rejected": 0, "resent": 0, "blocked": 0}
+        #: sent: records; frames: ZeroMQ frames pushed (a frame holds one record or a batch);
+        #: blocked: record() calls that waited for room, blocked_s: how long in all
+        self.counters: dict[str, float] = {"sent": 0, "acked": 0, "rejected": 0, "resent": 0, "frames": 0,
+                                           "blocked": 0, "blocked_s": 0.0}
 
     # -- public API --------------------------------------------------------
     def record(self, obj: BaseModel | dict[str, Any] | bytes, *, schema_type: str | None = None,
@@ -212,7 +226,11 @@ class Client:
             self._pending.append((pseq, frame, t0))
             self.counters["sent"] += 1
             if not self._unsent_from:
-                self._push_frame(pseq, frame)
+                if self._acked >= pseq - 1:  # nothing in flight: no reason to wait
+                    self._push(pseq, frame)
+                else:  # wait for the acknowledgement (or COALESCE_S) and go with the others
+                    self._unsent_from = pseq
+                    os.eventfd_write(self._wakeup, 1)
         if wait:
             self._wait_acked(pseq, self.timeout if timeout is None else timeout)
             self._raise_rejections(pseq, pseq)
@@ -244,11 +262,14 @@ class Client:
             if self._thread is not None:
                 self._thread.join(timeout=2)
             with self._lock:
-                if self._push is not None:
-                    self._push.close(linger=0)
+                if self._push_sock is not None:
+                    self._push_sock.close(linger=0)
                 if self._ctx is not None:
                     self._ctx.term()
-                self._push = self._ctx = self._thread = None
+                if self._wakeup >= 0:
+                    os.close(self._wakeup)
+                    self._wakeup = -1
+                self._push_sock = self._ctx = self._thread = None
             _clients.discard(self)
 
     def __enter__(self) -> Client:
@@ -300,6 +321,7 @@ class Client:
     def _ensure_started(self) -> None:
         if self._thread is not None:
             return
+        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._ctx = zmq.Context()
         push = self._ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 0)
@@ -309,40 +331,66 @@ class Client:
         push.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
         self._apply_curve(push)
         push.connect(self.endpoint)
-        self._push = push
+        self._push_sock = push
         self._thread = threading.Thread(target=self._io_loop, name="recorder-client", daemon=True)
         self._thread.start()
 
-    def _push_frame(self, pseq: int, frame: bytes) -> bool:
-        assert self._push is not None
+    def _push(self, pseq: int, frame: bytes) -> bool:
+        """Hand one frame to ZeroMQ; if it has no room, remember to send from ``pseq`` later (lock held)."""
+        assert self._push_sock is not None
         try:
-            self._push.send(frame, zmq.NOBLOCK)
+            self._push_sock.send(frame, zmq.NOBLOCK)
+            self.counters["frames"] += 1
             return True
         except zmq.Again:
-            self._unsent_from = pseq  # resent, in order, when the recorder is back
+            self._unsent_from = pseq  # sent, in order, when the recorder is back
             return False
+
+    def _send_from(self, start: int, again: bool = False) -> None:
+        """Push every pending record from ``start`` on, grouped into frames under the recorder's limit
+        (lock held). ``again``: they were sent before (a resend)."""
+        self._unsent_from = 0
+        self._flush_at = 0.0
+        if not self._pending:
+            return
+        first = self._pending[0][0]
+        group: list[bytes] = []
+        size = 0
+        group_start = 0
+        for pseq, frame, _t in itertools.islice(self._pending, max(0, start - first), None):
+            if group and size + len(frame) > self._max_frame - 64:
+                if not self._push(group_start, group[0] if len(group) == 1 else P.encode_batch(group)):
+                    return
+                group, size = [], 0
+            if not group:
+                group_start = pseq
+            group.append(frame)
+            size += len(frame)
+            if again:
+                self.counters["resent"] += 1
+        if group:
+            self._push(group_start, group[0] if len(group) == 1 else P.encode_batch(group))
 
     def _resend(self, start: int) -> None:
         """Push every pending record from ``start`` on again (lock held)."""
-        self._unsent_from = 0
-        for pseq, frame, _t in self._pending:
-            if pseq >= start:
-                self.counters["resent"] += 1
-                if not self._push_frame(pseq, frame):
-                    return
+        self._send_from(start, again=True)
 
     def _wait_for_room(self) -> None:
         self.counters["blocked"] += 1
         if not self.block:
             raise RecorderUnavailable(f"{len(self._pending)} records unacknowledged (max_pending reached)")
-        deadline = time.monotonic() + self.timeout
-        while len(self._pending) >= self.max_pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RecorderUnavailable(
-                    f"recorder at {self.endpoint} did not acknowledge in {self.timeout} s "
-                    f"({len(self._pending)} records pending)")
-            self._cond.wait(left)
+        start = time.monotonic()
+        deadline = start + self.timeout
+        try:
+            while len(self._pending) >= self.max_pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RecorderUnavailable(
+                        f"recorder at {self.endpoint} did not acknowledge in {self.timeout} s "
+                        f"({len(self._pending)} records pending)")
+                self._cond.wait(left)
+        finally:
+            self.counters["blocked_s"] += time.monotonic() - start
 
     def _wait_acked(self, target: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -393,9 +441,21 @@ class Client:
         poller = zmq.Poller()
         poller.register(dealer, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
+        poller.register(self._wakeup, zmq.POLLIN)
         try:
             while not self._closing:
-                ready = dict(poller.poll(20))
+                wait_ms = 20
+                if self._flush_at:
+                    wait_ms = max(0, math.ceil((self._flush_at - time.monotonic()) * 1000))
+                ready = dict(poller.poll(wait_ms))
+                if self._wakeup in ready:
+                    try:
+                        os.eventfd_read(self._wakeup)
+                    except BlockingIOError:
+                        pass
+                    with self._lock:
+                        if self._unsent_from and not self._flush_at:
+                            self._flush_at = time.monotonic() + COALESCE_S
                 if monitor in ready:
                     self._on_monitor(monitor)
                 if dealer in ready:
@@ -405,6 +465,11 @@ class Client:
                         except zmq.Again:
                             break
                         self._on_control(dealer, data)
+                if self._flush_at and time.monotonic() >= self._flush_at:
+                    with self._lock:
+                        if self._unsent_from:
+                            self._send_from(self._unsent_from)
+                        self._flush_at = 0.0
                 now = time.monotonic()
                 if self._pending and now - last_ping > 0.2:
                     last_ping = now
@@ -464,6 +529,8 @@ class Client:
                 # sat in a dead socket, so everything from `expected` goes again
                 # (it drops what it already has).
                 self._epoch = msg.epoch
+                if msg.max_frame:
+                    self._max_frame = min(msg.max_frame, self.max_record_bytes + 4096)
                 self._apply_watermark(msg.watermark)
                 self._resend(max(msg.expected, self._acked + 1))
             elif isinstance(msg, P.Ack):
@@ -477,7 +544,7 @@ class Client:
                 moved = msg.watermark > self._acked
                 self._apply_watermark(msg.watermark)
                 if self._unsent_from:
-                    self._resend(self._unsent_from)
+                    self._send_from(self._unsent_from)  # what waited for this acknowledgement goes now
                 elif not moved and self._stalled():
                     # The recorder answered but is not progressing on what we sent:
                     # a lost frame or a lost Nack. Resending is safe (it drops duplicates).

@@ -269,6 +269,7 @@ class IngestLoop:
             frame = P.decode_ingress(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             self.counters["bad_frames"] += 1
+            self.counters["received"] += 1  # received counts records, and each frame that holds none
             bad = ValidationError("?", "$", f"not a record frame: {e}")
             self.store.reject("?", data, bad, "?", 0, "wire")  # the quarantine bounds its copy
             return
