@@ -4,7 +4,9 @@ Keeping them in one module makes the durability story reviewable in one
 place and gives tests one seam for faults. ``RECORDER_FAULT`` (environment)
 names points at which a child process kills itself or slows down, e.g.
 ``RECORDER_FAULT=after_write:kill:3`` (the third time), or
-``RECORDER_FAULT=before_fsync:sleep_ms:20`` (every time). Under a supervisor,
+``RECORDER_FAULT=before_fsync:sleep_ms:20`` (every time), or only for the
+files whose path holds a text: ``RECORDER_FAULT=before_fsync@raw_action:sleep_ms:20``
+(the point ``before_fsync@PATH`` follows ``before_fsync``). Under a supervisor,
 ``RECORDER_FAULT_ONCE=1`` limits the fault to the first recorder it starts.
 
 ``start_oplog()`` (tests only) records every operation below into a list,
@@ -46,7 +48,8 @@ def _env_hook(spec: str) -> FaultHook:
 
     def hook(point: str) -> None:
         for p, action, arg in rules:
-            if p != point:
+            if p != point and not ("@" in p and point.startswith(p.split("@", 1)[0] + "@")
+                                   and p.split("@", 1)[1] in point.split("@", 1)[1]):
                 continue
             counts[p] = counts.get(p, 0) + 1
             if action == "kill" and counts[p] >= arg:
@@ -215,6 +218,8 @@ def sync(fd: int, label: str) -> None:
     """fdatasync ``fd``. A failure is final for this descriptor (never retried)."""
     try:
         fault("before_fsync")
+        if _hook is not None:
+            _hook(f"before_fsync@{label}")
         os.fdatasync(fd)
         if _oplog is not None:
             _note("sync", _ino(fd), "fdatasync")

@@ -56,6 +56,11 @@ def body(e: Entry) -> bytes:
                      b',"producer":', producer, b',"pseq":%d,"record":' % e.pseq, e.accepted.record))
 
 
+def _unlinked(fd: int) -> bool:
+    """The open file has no name left (its directory was removed): its lines would never be found."""
+    return os.fstat(fd).st_nlink == 0
+
+
 class _Marker:
     """Stands in for the segment number, so a stream's files share one key."""
 
@@ -355,7 +360,7 @@ class TypeWriter:
         finally:
             self._pinned.clear()
         for t in touched:
-            if t.journal.fd >= 0 and os.fstat(t.journal.fd).st_nlink == 0:
+            if t.journal.fd >= 0 and _unlinked(t.journal.fd):
                 self._gone(t, refused)  # its directory was removed under it: acknowledging would lie
                 continue
             t.journal.last_seq = t.last_seq

@@ -38,10 +38,11 @@ __all__ = ["BUFFER_BYTES", "INGRESS_HWM", "IngestLoop"]
 
 _PRODUCER = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_SEQ = 2**62  # producer sequences stay far inside msgpack's 64-bit integers
-BUFFER_BYTES = 32 << 20  # record bytes accepted and not yet durable, over all types, before ingress pauses
+BUFFER_BYTES = 16 << 20  # record bytes accepted and not yet durable, over all types, before ingress pauses
 INGRESS_HWM = 8  # frames ZeroMQ queues per producer while the loop is not reading
 FRAME_OVERHEAD = 4096  # a frame may exceed max_message_bytes by this much (the records' metadata)
-DRAIN_FRAMES = 256  # frames taken per pass before the loop looks at acknowledgements again
+DRAIN_FRAMES = 256  # frames taken per pass before the loop looks at acknowledgements again ...
+DRAIN_BYTES = 4 << 20  # ... or bytes
 PRODUCER_TTL_S = 3600.0  # idle producers with nothing pending are forgotten after this
 UNREGISTERED = "(unregistered)"  # the schema_type label of records of an unknown type
 STAGES = ("receive", "admit", "accept", "ack")
@@ -161,7 +162,7 @@ class IngestLoop:
     def memory_bound(self) -> int:
         """What ingress may hold in this process beyond its baseline, in bytes (docs/RELIABILITY.md)."""
         frame = self.max_msg + FRAME_OVERHEAD
-        return len(self.producers) * INGRESS_HWM * frame + BUFFER_BYTES + frame * DRAIN_FRAMES
+        return len(self.producers) * INGRESS_HWM * frame + BUFFER_BYTES + DRAIN_BYTES + frame
 
     def serve(self) -> int:
         """Run until SIGTERM/SIGINT (then drain and return 0) or a fatal error (return 3)."""
@@ -223,13 +224,14 @@ class IngestLoop:
         """Take up to ``limit`` frames; returns how many were taken."""
         t0 = time.thread_time_ns()
         records: list[P.Record] = []
-        n = 0
-        for n in range(1, limit + 1):  # noqa: B007 - n is the count taken
+        n = nbytes = 0
+        while n < limit and nbytes < DRAIN_BYTES:
             try:
                 data = self.pull.recv(zmq.NOBLOCK)
             except zmq.Again:
-                n -= 1
                 break
+            n += 1
+            nbytes += len(data)
             self._decode(data, records)
         if not n:
             return 0
