@@ -24,7 +24,7 @@ from ..protocol import Record
 from ..store import Store
 from ..writer import Entry
 
-__all__ = ["BATCH_BOUNDS", "LATENCY_BOUNDS_NS", "Done", "EndSession", "WriterActor"]
+__all__ = ["BATCH_BOUNDS", "LATENCY_BOUNDS_NS", "MAX_BATCH_BYTES", "Done", "EndSession", "WriterActor"]
 
 MAX_BATCH = 1024  # records per commit ...
 MAX_BATCH_BYTES = 1 << 20  # ... and bytes: small enough for restart de-duplication to see a batch whole

@@ -32,13 +32,13 @@ from .._run import Endpoints
 from ..exceptions import RecorderError, RecordTooLarge, UnknownSchemaError, ValidationError
 from ..store import Store
 from ..writer import Entry
-from .actor import BATCH_BOUNDS, LATENCY_BOUNDS_NS, Done, EndSession, WriterActor
+from .actor import BATCH_BOUNDS, LATENCY_BOUNDS_NS, MAX_BATCH_BYTES, Done, EndSession, WriterActor
 
 __all__ = ["BUFFER_BYTES", "INGRESS_HWM", "IngestLoop"]
 
 _PRODUCER = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_SEQ = 2**62  # producer sequences stay far inside msgpack's 64-bit integers
-BUFFER_BYTES = 16 << 20  # record bytes accepted and not yet durable, over all types, before ingress pauses
+BUFFER_BYTES = 8 << 20  # record bytes accepted and not yet durable, over all types, before ingress pauses
 INGRESS_HWM = 8  # frames ZeroMQ queues per producer while the loop is not reading
 FRAME_OVERHEAD = 4096  # a frame may exceed max_message_bytes by this much (the records' metadata)
 DRAIN_FRAMES = 256  # frames taken per pass before the loop looks at acknowledgements again ...
@@ -160,9 +160,16 @@ class IngestLoop:
         return sum(a.buffered for a in self.actors.values())
 
     def memory_bound(self) -> int:
-        """What ingress may hold in this process beyond its baseline, in bytes (docs/RELIABILITY.md)."""
+        """What ingress may hold in this process beyond its baseline, in bytes (docs/RELIABILITY.md).
+
+        ZeroMQ's queue of each producer, the records accepted and not yet
+        durable (measured: up to three times their JSON bytes, as decoded
+        frames, accepted records and the allocator's slack),
+        one pass of frames, and the sync threads' write buffers.
+        """
         frame = self.max_msg + FRAME_OVERHEAD
-        return len(self.producers) * INGRESS_HWM * frame + BUFFER_BYTES + DRAIN_BYTES + frame
+        return (len(self.producers) * INGRESS_HWM * frame + 3 * BUFFER_BYTES + DRAIN_BYTES + frame
+                + 2 * MAX_BATCH_BYTES)
 
     def serve(self) -> int:
         """Run until SIGTERM/SIGINT (then drain and return 0) or a fatal error (return 3)."""

@@ -167,7 +167,7 @@ def test_a_producer_far_faster_than_the_recorder_keeps_its_memory_under_the_stat
     recorder's RSS stays under its baseline plus the bound it states, nothing is lost, all is acknowledged."""
     import psutil
 
-    proc = procs.recorder(data_root, env={"RECORDER_FAULT": "before_fsync:sleep_ms:200", "MALLOC_ARENA_MAX": "2"})
+    proc = procs.recorder(data_root, env={"RECORDER_FAULT": "before_fsync:sleep_ms:200"})
     rec = psutil.Process(proc.first_ready["pid"])
     c = clients(data_root, timeout=120, max_pending=20_000)
     c.record(_msg(0), schema_type="a3cp_message", wait=True)
