@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write("READY " + msgspec.json.encode(ready).decode() + "\n")
     sys.stdout.flush()
     rc = router.serve()
+    if rc == 3 and router.fatal:
+        sys.stdout.write("FATAL " + router.fatal.replace("\n", " ") + "\n")  # the supervisor's reason to give up
+        sys.stdout.flush()
     if rc == 0:
         _log.info("stopped cleanly: %d records written, %d refused", sum(a.records for a in router.actors.values()),
                   sum(a.rejects for a in router.actors.values()) + sum(

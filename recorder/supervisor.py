@@ -122,6 +122,7 @@ class Supervisor:
         self.policy = policy or RestartPolicy(max_restarts=s.restart_limit, window=s.restart_window_s)
         self.out = out or sys.stdout
         self.restarts = 0
+        self.last_fatal = ""  # the reason the recorder gave for its last fatal exit (its FATAL line)
         self.stopping = False
         self.child: subprocess.Popen[str] | None = None
         self._endpoint_lock: int | None = None
@@ -188,6 +189,9 @@ class Supervisor:
 
         def pump(stream: IO[str]) -> None:
             for line in stream:
+                if line.startswith("FATAL "):
+                    self.last_fatal = line[6:].strip()
+                    continue
                 if line.startswith("READY "):
                     self.out.write(line[:-1] + "\n" if line.endswith("\n") else line + "\n")
                     self.out.flush()
@@ -250,8 +254,11 @@ class Supervisor:
                 return EXIT_CONFIG
             delay = self.policy.on_exit(time.monotonic(), time.monotonic() - started)
             if delay is None:
-                _log.error("%d crashes within %g s; giving up", self.policy.max_restarts, self.policy.window)
+                last = (self.last_fatal or (f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"))
+                _log.error("giving up (exit %d): %d crashes within %g s, the last: %s", EXIT_RUNTIME,
+                           self.policy.max_restarts, self.policy.window, last)
                 return EXIT_RUNTIME
+            self.last_fatal = ""
             self.restarts += 1
             _log.warning("recorder pid %d exited with %d; restart #%d in %.2f s", self.child.pid, rc,
                          self.restarts, delay)

@@ -82,6 +82,7 @@ class IngestLoop:
         self.max_msg = store.config.recorder.max_message_bytes
         self.producers: dict[str, _Producer] = {}
         self.stopping = False
+        self.fatal = ""  # why the loop stopped with status 3
         self.ctx = zmq.Context()
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
@@ -357,6 +358,7 @@ class IngestLoop:
                 break
             if done.fatal is not None:
                 _log.error("fatal: %s", done.fatal, extra={"fields": {"schema_type": done.schema_type}})
+                self.fatal = f"{done.schema_type}: {done.fatal}"
                 fatal = True
             for user_id, session_id in done.ended:
                 end = EndSession(user_id, session_id)
