@@ -9,6 +9,7 @@ journal (root ignores chmod, so never chmod).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder import Client, RejectedError
+from recorder import Client, RecorderUnavailable, RejectedError
 from recorder.testing import sample_message, sample_raw_action
 
 from .service_support import Procs, batches, journal_lines, message_file, on_disk, stats, wait_for
@@ -196,3 +197,24 @@ def test_a_producer_far_faster_than_the_recorder_keeps_its_memory_under_the_stat
     got = sorted(e["pseq"] for e in on_disk(data_root) if e["schema_type"] == "a3cp_message")
     assert got == list(range(1, sent + 1))
     assert c.acked == sent
+
+
+def test_the_supervisor_gives_up_in_one_line_naming_why(
+        procs: Procs, data_root: Path, tmp_path: Path) -> None:
+    """A recorder that dies at every record: after `restart_limit` restarts the supervisor exits 3 with one
+    line giving the crash count and the last crash's cause."""
+    cfg = Path(__file__).resolve().parents[2] / "configs" / "recorder.toml"
+    config = tmp_path / "limit.toml"
+    config.write_text(cfg.read_text().replace("[recorder]\n", "[recorder]\nrestart_limit = 2\n", 1))
+    sup = procs.supervisor(data_root, env={"RECORDER_FAULT": "after_receive:kill:1"},
+                           extra=["--config", str(config)])
+    c = Client(data_root=str(data_root), config=str(config), timeout=60, connect_timeout=60)
+    try:
+        c.record(_msg(1), schema_type="a3cp_message")  # each recorder dies on it; the client resends it
+        assert sup.wait(120) == 3
+    finally:
+        with contextlib.suppress(RecorderUnavailable):
+            c.close(timeout=0)
+    lines = [line for line in sup.stderr().splitlines() if "giving up" in line]
+    assert len(lines) == 1, sup.describe()
+    assert "2 crashes" in lines[0] and "signal 9" in lines[0], lines[0]
