@@ -152,8 +152,9 @@ def markdown_report(payload: dict[str, Any], plots: Sequence[str]) -> str:
         "Ratios in parentheses: the figure divided by the recorder's at the same rate in this run (records/s: "
         "higher is better; every other column: lower is better). *Italic* latencies are never durable: the "
         "time until the write returned into the page cache. ↓: fewer records/s than offered (the writer could "
-        "not keep up). Writer CPU: the recorder process (100% = one core); for the peers, the "
-        "producers themselves, which do the writing. CPU µs/record (all): producers + recorder + supervisor. "
+        "not keep up). Writer CPU: the recorder process, or the reference server (100% = one core); for the "
+        "peers, the producers themselves, which do the writing; µs/record: that CPU per record. CPU µs/record "
+        "(all): producers + recorder (or reference server) + supervisor. "
         "Peak RSS: VmHWM; writer = the recorder process, or the sum of the producers for the peers; all = "
         "every process of the variant. Other load: CPUs that other processes of the machine used meanwhile.",
     ]

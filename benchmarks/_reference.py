@@ -1,13 +1,11 @@
 """The ``reference`` variant of ``compare``: the recorder's duties in one short, single-threaded server.
 
-A producer sends a frame at once when nothing is in flight; records made while a frame is in flight
-wait for its acknowledgement, then go together in the next frame (at most ``MAX_BATCH``: a full buffer
-blocks ``record()`` until the ack). A frame is ``b"<producer> <first pseq> <count>\\n"`` and the records
-joined by ``\\n``, PUSHed to the server. The server drains every frame waiting, checks each record's
-bytes (size, UTF-8; a line break inside a record breaks the frame's count, which refuses the frame),
-decodes it into a typed Struct of the ``a3cp_message`` shape, wraps it in an envelope (seq, received
-ns, producer, pseq, record), chains the lines with sha256 as ``recorder.journal`` does, makes ONE
-write and ONE fdatasync per batch, then sends each producer ONE ack (its last pseq) over ROUTER/DEALER.
+Producers send a frame at once when none is in flight; records made meanwhile go together in the next
+frame, sent when the ack comes (at most ``MAX_BATCH``: a full buffer blocks ``record()``). A frame is
+``b"<producer> <first pseq> <count>\\n"`` and the records joined by ``\\n``. The server drains every
+frame waiting; per record: byte checks (size, UTF-8; a line break breaks the count, refusing the frame),
+a typed decode, an envelope (seq, received ns, producer, pseq, record) and a sha256 chain as in
+``recorder.journal``; per batch ONE write, ONE fdatasync, and ONE ack (last pseq) per producer.
 
     python -m benchmarks._reference ROOT     # serve in ROOT: prints READY <json>; on SIGTERM, its counters
 """
@@ -28,7 +26,7 @@ from typing import Annotated, Any
 import msgspec
 import zmq
 
-JOURNAL = "reference.jsonl"
+JOURNAL, IN, ACK = "reference.jsonl", "reference-in", "reference-ack"  # files and sockets in the root
 MAX_RECORD_BYTES = 65536  # the shipped max_record_bytes
 MAX_BATCH = 1000  # records per frame (~1 MB: the shipped max_message_bytes)
 _PRODUCER = re.compile(rb"[A-Za-z0-9_.-]{1,64}\Z")  # goes into the envelope unescaped
@@ -64,11 +62,6 @@ class A3CPRecord(msgspec.Struct):
     annotation: dict[str, Any] | None = None
 
 
-def endpoints(root: str) -> tuple[str, str]:
-    """(records, acks) endpoints of the server serving ``root``."""
-    return f"ipc://{root}/reference-in", f"ipc://{root}/reference-ack"
-
-
 def accept(raw: bytes, decode: Any) -> bool:
     """The byte checks and the typed decode of one record."""
     if len(raw) > MAX_RECORD_BYTES:
@@ -86,8 +79,8 @@ def serve(root: str) -> dict[str, int]:
     """Accept, chain, write, fdatasync and acknowledge batches until SIGTERM; return the counters."""
     ctx = zmq.Context()
     pull, router = ctx.socket(zmq.PULL), ctx.socket(zmq.ROUTER)
-    pull.bind(endpoints(root)[0])
-    router.bind(endpoints(root)[1])
+    pull.bind(f"ipc://{root}/{IN}")
+    router.bind(f"ipc://{root}/{ACK}")
     fd = os.open(os.path.join(root, JOURNAL), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     decode = msgspec.json.Decoder(A3CPRecord).decode
     head, seq, n = b"0" * 64, 0, {"records": 0, "rejected": 0, "frames": 0, "batches": 0, "bytes": 0}
@@ -102,14 +95,13 @@ def serve(root: str) -> dict[str, int]:
             ident, _ = router.recv_multipart()
             router.send_multipart([ident, b"welcome"])
         frames = []
-        while True:
-            try:
-                frames.append(pull.recv(zmq.NOBLOCK))
-            except zmq.Again:
-                break
+        while pull.poll(0):  # drain: every frame waiting is one batch
+            frames.append(pull.recv())
         if not frames:
             continue
-        received, lines, acks = time.time_ns(), [], {}  # type: ignore[var-annotated]
+        received = time.time_ns()
+        lines: list[bytes] = []
+        acks: dict[bytes, int] = {}  # producer -> the last pseq of its frame
         for frame in frames:
             header, *records = frame.split(b"\n")
             try:
@@ -138,13 +130,12 @@ def serve(root: str) -> dict[str, int]:
         os.fdatasync(fd)
         for producer, upto in acks.items():
             router.send_multipart([producer, b"%d" % upto])
-        n["records"] = seq
         n["frames"] += len(frames)
         n["batches"] += 1
         n["bytes"] += len(data)
     os.close(fd)
     ctx.destroy(linger=0)
-    return n
+    return n | {"records": seq}
 
 
 class Producer:
@@ -154,9 +145,9 @@ class Producer:
         self.ctx = zmq.Context()
         self.push, self.dealer = self.ctx.socket(zmq.PUSH), self.ctx.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.ROUTING_ID, name.encode())
-        for sock, endpoint in zip((self.push, self.dealer), endpoints(root)):
+        for sock, where in ((self.push, IN), (self.dealer, ACK)):
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(endpoint)
+            sock.connect(f"ipc://{root}/{where}")
         self.dealer.send(b"hello")
         if not self.dealer.poll(int(timeout * 1000)) or self.dealer.recv() != b"welcome":
             raise RuntimeError(f"no welcome from the reference server in {root} within {timeout} s")
