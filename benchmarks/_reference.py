@@ -95,7 +95,7 @@ def serve(root: str) -> dict[str, int]:
             ident, _ = router.recv_multipart()
             router.send_multipart([ident, b"welcome"])
         frames = []
-        while pull.poll(0):  # drain: every frame waiting is one batch
+        while int(pull.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # drain: every frame waiting is one batch
             frames.append(pull.recv())
         if not frames:
             continue
