@@ -242,8 +242,11 @@ def profile_table(results: Sequence[dict[str, Any]]) -> str:
             pn = prof["records"]
             rows.setdefault("records per frame", ["–"] * len(recs))[i] = _num(pn / prof["frames"]) \
                 if prof.get("frames") else "–"
-            for name, sec in sorted(prof.get("threads_cpu_s", {}).items()):
+            threads = prof.get("threads_cpu_s") or {}
+            for name, sec in sorted(threads.items()):
                 put(f"thread {name}", i, sec, pn)
+            if threads:  # what no profiled thread accounts for: ZeroMQ's I/O thread, the interpreter's
+                put("threads not profiled", i, max(0.0, r["writer"]["cpu_s"] - sum(threads.values())), n)
             for name, sec in prof.get("stages_s", {}).items():
                 put(f"stage {name}", i, sec, pn)
         ref = refs.get(r["rate"])

@@ -150,7 +150,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-pending", type=int, default=10_000,
                    help="recorder client buffer bound when unpaced (paced: the Client default)")
     p.add_argument("--sqlite-batch", type=int, default=100, help="records per commit of sqlite-100")
-    p.add_argument("--config", help="registry TOML of the recorder (default: the shipped one)")
+    p.add_argument("--config", help="registry TOML of the recorder (default: the shipped one); its a3cp_message "
+                                    "must keep durability = \"fsync\" and hash = \"sha256\"")
     p.add_argument("--dir", help="parent of the temporary data roots (default: benchmarks/results/tmp)")
     p.add_argument("--profile", action="store_true",
                    help="print the recorder's CPU µs/record by thread and stage (from its stats' profile)")

@@ -47,5 +47,6 @@ def test_profile_is_differenced_and_shown_per_record() -> None:
     table = profile_table([case])
     assert "| thread loop | 10.0 |" in table and "| stage decode | 3.00 |" in table
     assert "| records per frame | 10.0 |" in table and "not reported" not in table
+    assert "| threads not profiled | 8.00 |" in table  # 20 µs of process CPU, 12 in the profiled threads
     bare = profile_table([case | {"profile": None}])
     assert "| recorder process: total | 20.0 |" in bare and "profile: not reported by this recorder" in bare
