@@ -166,17 +166,26 @@ def spawn(args: Sequence[str], stdin: bool = False) -> Child:
 
 
 def start_server(args: Sequence[str], who: str, timeout: float = 60.0) -> tuple[Child, dict[str, Any]]:
-    """Start a server child and wait for its ``READY <json>`` line; (the child, that JSON)."""
+    """Start a server child and wait for its ``READY <json>`` line; (the child, that JSON). Stopped on failure."""
     child = spawn(args)
-    ready: dict[str, Any] = json.loads(wait_line(child.lines, "READY ", timeout, who)[6:])
+    try:
+        ready: dict[str, Any] = json.loads(wait_line(child.lines, "READY ", timeout, who)[6:])
+    except BaseException:
+        stop_server(child)
+        raise
     return child, ready
 
 
 def start_producers(commands: Sequence[Sequence[str]], warm_timeout: float) -> list[Child]:
-    """Start every producer, then wait until each has printed ``WARM``."""
-    children = [spawn(cmd, stdin=True) for cmd in commands]
-    for i, c in enumerate(children):
-        wait_line(c.lines, "WARM", warm_timeout, f"producer {i}")
+    """Start every producer, then wait until each has printed ``WARM``; all stopped on failure."""
+    children: list[Child] = []
+    try:
+        children += [spawn(cmd, stdin=True) for cmd in commands]
+        for i, c in enumerate(children):
+            wait_line(c.lines, "WARM", warm_timeout, f"producer {i}")
+    except BaseException:
+        stop_all(children, [])
+        raise
     return children
 
 
