@@ -180,7 +180,8 @@ def start_producers(commands: Sequence[Sequence[str]], warm_timeout: float) -> l
     """Start every producer, then wait until each has printed ``WARM``; all stopped on failure."""
     children: list[Child] = []
     try:
-        children += [spawn(cmd, stdin=True) for cmd in commands]
+        for cmd in commands:
+            children.append(spawn(cmd, stdin=True))
         for i, c in enumerate(children):
             wait_line(c.lines, "WARM", warm_timeout, f"producer {i}")
     except BaseException:
