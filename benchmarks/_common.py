@@ -1,22 +1,32 @@
-"""Shared harness pieces: machine facts, the per-case subprocess runner, result files, tables."""
+"""Shared harness pieces: machine facts, child processes (start, handshake, teardown), samples, result files, tables."""
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
 import os
 import platform
+import queue
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from array import array
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = PACKAGE_DIR / "results"
 LIBRARIES = ("recorder", "msgspec", "pydantic", "pydantic_core", "pyzmq", "pyarrow", "psutil")
+HIST_LO_NS = 1_000  # histogram: 1 µs ...
+HIST_PER_DECADE = 20  # ... 20 log-spaced bins per decade ...
+HIST_DECADES = 8  # ... up to 100 s
 
 
 def progress(message: str) -> None:
@@ -138,3 +148,233 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return "" if value is None else str(value)
+
+
+# -- child processes: start, READY/WARM/GO handshakes, teardown ------------------
+class Child(NamedTuple):
+    """A started ``python ...`` child and its stdout lines (a queue; None at EOF)."""
+
+    proc: subprocess.Popen[str]
+    lines: queue.Queue[str | None]
+
+
+def spawn(args: Sequence[str], stdin: bool = False) -> Child:
+    """Start ``python ARGS`` in the repository; its stdout is read line by line, its stderr passes through."""
+    proc = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE if stdin else None,
+                            stdout=subprocess.PIPE, text=True, cwd=PACKAGE_DIR.parent)
+    return Child(proc, line_reader(proc.stdout))
+
+
+def start_server(args: Sequence[str], who: str, timeout: float = 60.0) -> tuple[Child, dict[str, Any]]:
+    """Start a server child and wait for its ``READY <json>`` line; (the child, that JSON). Stopped on failure."""
+    child = spawn(args)
+    try:
+        ready: dict[str, Any] = json.loads(wait_line(child.lines, "READY ", timeout, who)[6:])
+    except BaseException:
+        stop_server(child)
+        raise
+    return child, ready
+
+
+def start_producers(commands: Sequence[Sequence[str]], warm_timeout: float) -> list[Child]:
+    """Start every producer, then wait until each has printed ``WARM``; all stopped on failure."""
+    children: list[Child] = []
+    try:
+        for cmd in commands:
+            children.append(spawn(cmd, stdin=True))
+        for i, c in enumerate(children):
+            wait_line(c.lines, "WARM", warm_timeout, f"producer {i}")
+    except BaseException:
+        stop_all(children, [])
+        raise
+    return children
+
+
+def go(children: Sequence[Child]) -> None:
+    """Start every warm producer at once (``GO`` on its stdin)."""
+    for c in children:
+        assert c.proc.stdin is not None
+        c.proc.stdin.write("GO\n")
+        c.proc.stdin.flush()
+
+
+def json_lines(children: Sequence[Child], timeout: float) -> list[dict[str, Any]]:
+    """The JSON result line of each child, in order."""
+    return [json.loads(wait_line(c.lines, "{", timeout, f"producer {i}")) for i, c in enumerate(children)]
+
+
+def stop_server(child: Child, timeout: float = 30.0) -> int:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL; the exit status."""
+    if child.proc.poll() is None:
+        child.proc.send_signal(signal.SIGTERM)
+        try:
+            child.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+            child.proc.wait()
+    return child.proc.returncode
+
+
+def stop_all(producers: Sequence[Child], servers: Sequence[Child | None]) -> None:
+    """Teardown in every case: kill producers still running, stop the servers (SIGTERM first)."""
+    for c in producers:
+        if c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait()
+    for s in servers:
+        if s is not None:
+            stop_server(s)
+
+
+def line_reader(stream: IO[str] | None) -> queue.Queue[str | None]:
+    """Lines of ``stream`` on a queue (None at EOF), read by a daemon thread."""
+    q: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert stream is not None
+        for line in stream:
+            q.put(line.rstrip("\n"))
+        q.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return q
+
+
+def wait_line(q: queue.Queue[str | None], prefix: str, timeout: float, who: str) -> str:
+    """The next line of ``q`` that starts with ``prefix`` (others are skipped).
+
+    Raises:
+        RuntimeError: none within ``timeout``, or the child exited first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError(f"{who}: no {prefix.strip()!r} line within {timeout:g} s")
+        try:
+            line = q.get(timeout=left)
+        except queue.Empty:
+            continue
+        if line is None:
+            raise RuntimeError(f"{who} exited before printing {prefix.strip()!r}")
+        if line.startswith(prefix):
+            return line
+
+
+def recorder_stats(control: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The recorder's counters over its control channel (as ``recorder stats --json``)."""
+    import msgspec
+    import zmq
+
+    from recorder import protocol as P
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(control)
+        sock.send(P.encode(P.StatsRequest()))
+        if not sock.poll(int(timeout * 1000)):
+            raise RuntimeError(f"no stats from {control} within {timeout} s")
+        reply = P.decode_control(sock.recv())
+    finally:
+        sock.close()
+        ctx.term()
+    assert isinstance(reply, P.StatsReply)
+    stats: dict[str, Any] = msgspec.json.decode(reply.body)
+    return stats
+
+
+# -- measurements -------------------------------------------------------------------
+def cpu_s(t: Any) -> float:
+    """User + system seconds of a psutil/os cpu_times()."""
+    return float(t.user + t.system)
+
+
+def machine_busy_s(t: Any) -> float:
+    """Busy CPU seconds of the whole machine (all CPUs) from psutil.cpu_times()."""
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    return float(sum(t) - idle - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0))
+
+
+def vm_hwm(pid: int) -> int:
+    """Peak resident set size of ``pid`` in bytes (VmHWM), 0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def fsync_probe(parent: Path, seconds: float) -> dict[str, Any]:
+    """What the disk gives right now: 1 KB append + fdatasync latency, one at a time."""
+    fd, name = tempfile.mkstemp(prefix="fsync-probe-", dir=parent)
+    samples: list[int] = []
+    data = b"x" * 1023 + b"\n"
+    try:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter_ns()
+            os.write(fd, data)
+            os.fdatasync(fd)
+            samples.append(time.perf_counter_ns() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(name)
+    samples.sort()
+    q = percentiles(samples, 1e3)
+    return {"ops": len(samples), "ops_per_s": round(len(samples) / seconds, 1),
+            **{f"{k}_us": v for k, v in q.items()}}
+
+
+def percentiles(sorted_ns: Sequence[int], unit_ns: float) -> dict[str, float]:
+    """Nearest-rank p50/p90/p99/p99.9, mean and max of sorted ``sorted_ns``, in ``unit_ns`` units."""
+    n = len(sorted_ns)
+    if not n:
+        return {k: float("nan") for k in ("p50", "p90", "p99", "p99.9", "mean", "max")}
+
+    def q(p: float) -> float:
+        return round(sorted_ns[min(n - 1, max(0, math.ceil(p / 100 * n) - 1))] / unit_ns, 4)
+
+    return {"p50": q(50), "p90": q(90), "p99": q(99), "p99.9": q(99.9),
+            "mean": round(sum(sorted_ns) / n / unit_ns, 4), "max": round(sorted_ns[-1] / unit_ns, 4)}
+
+
+def histogram(sorted_ns: Sequence[int]) -> dict[str, Any]:
+    """Counts in log-spaced bins (bin k holds values up to lo * 10**((k+1)/per_decade)); the first
+    bin also holds everything below ``lo``, the last everything above the top."""
+    nbins = HIST_DECADES * HIST_PER_DECADE
+    counts, below = [], 0
+    for k in range(nbins):
+        edge = HIST_LO_NS * 10 ** ((k + 1) / HIST_PER_DECADE)
+        upto = len(sorted_ns) if k == nbins - 1 else bisect.bisect_right(sorted_ns, edge)
+        counts.append(upto - below)
+        below = upto
+    while counts and counts[-1] == 0:
+        counts.pop()
+    return {"lo_us": HIST_LO_NS / 1e3, "per_decade": HIST_PER_DECADE, "counts": counts}
+
+
+def cdf_points(hist: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Upper bin edges (µs) and the cumulative fraction at each, from a log histogram."""
+    counts = hist["counts"]
+    total = sum(counts) or 1
+    xs, ys, cum = [], [], 0
+    for k, n in enumerate(counts):
+        if not cum and not n:
+            continue  # empty bins below the fastest value
+        cum += n
+        xs.append(hist["lo_us"] * 10 ** ((k + 1) / hist["per_decade"]))
+        ys.append(cum / total)
+    return xs, ys
+
+
+def load_samples(path: str) -> array[int]:
+    """An ``array('q')`` written with ``tofile`` (nanosecond samples)."""
+    a = array("q")
+    with open(path, "rb") as f:
+        a.frombytes(f.read())
+    return a

@@ -41,14 +41,10 @@ shared machine both move the tails a lot (``--repeat`` keeps the median run).
 from __future__ import annotations
 
 import argparse
-import bisect
 import itertools
 import json
-import math
 import os
-import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -58,9 +54,30 @@ from array import array
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from ._common import PACKAGE_DIR, default_data_parent, machine_info, markdown_table, progress, run_case, write_results
+from ._common import (
+    Child,
+    cdf_points,
+    cpu_s,
+    default_data_parent,
+    fsync_probe,
+    go,
+    histogram,
+    json_lines,
+    load_samples,
+    machine_busy_s,
+    machine_info,
+    markdown_table,
+    percentiles,
+    progress,
+    recorder_stats,
+    run_case,
+    start_producers,
+    start_server,
+    stop_all,
+    write_results,
+)
 
 CASE = "latency"
 SCHEMA_TYPE = "a3cp_message"
@@ -69,9 +86,6 @@ PACED = ("capture", "paced")  # the kinds held to the budget
 POOL = 1024  # distinct records per producer, cycled
 BUDGET_MS = 50.0  # NF1
 TARGETS = {"ack_p99_ms": 1.0, "ack_p999_ms": 5.0, "throughput_per_s": 100_000.0}  # issue 4, "Done when"
-HIST_LO_NS = 1_000  # histogram: 1 µs ...
-HIST_PER_DECADE = 20  # ... 20 log-spaced bins per decade ...
-HIST_DECADES = 8  # ... up to 100 s
 
 
 def add_parser(subparsers: Any) -> None:
@@ -147,7 +161,7 @@ def _all(args: argparse.Namespace) -> int:
     t_all = time.monotonic()
     progress(f"latency: {len(cases)} cases, {args.producers} producers, {args.seconds:g} s each "
              f"(+{args.warmup:g} s warm-up), data under {parent}")
-    disk = _fsync_probe(parent, 0.5 if args.quick else 1.5)
+    disk = fsync_probe(parent, 0.5 if args.quick else 1.5)
     progress(f"disk probe ({parent}): 1 KB append + fdatasync p50 {disk['p50_us']:.0f} us, "
              f"p99 {disk['p99_us']:.0f} us, p99.9 {disk['p99.9_us']:.0f} us, max {disk['max_us']:.0f} us")
     results: list[dict[str, Any]] = []
@@ -243,27 +257,6 @@ def _all(args: argparse.Namespace) -> int:
     return status
 
 
-def _fsync_probe(parent: Path, seconds: float) -> dict[str, Any]:
-    """What the disk gives right now: 1 KB append + fdatasync latency, one at a time."""
-    fd, name = tempfile.mkstemp(prefix="fsync-probe-", dir=parent)
-    samples: list[int] = []
-    data = b"x" * 1023 + b"\n"
-    try:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            t0 = time.perf_counter_ns()
-            os.write(fd, data)
-            os.fdatasync(fd)
-            samples.append(time.perf_counter_ns() - t0)
-    finally:
-        os.close(fd)
-        os.unlink(name)
-    samples.sort()
-    q = _percentiles(samples, 1e3)
-    return {"ops": len(samples), "ops_per_s": round(len(samples) / seconds, 1),
-            **{f"{k}_us": v for k, v in q.items()}}
-
-
 def _median_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per case (in first-run order), the run with the median p99 durable-ack latency."""
     by_label: dict[str, list[dict[str, Any]]] = {}
@@ -321,7 +314,7 @@ def _plot(results: list[dict[str, Any]], path: Path, budget_ms: float) -> Path |
     ax_cdf, ax_tail, ax_call = axes
     for r in results:
         for ax_list, hist, scale in (((ax_cdf, ax_tail), r["ack_hist"], 1e-3), ((ax_call,), r["call_hist"], 1.0)):
-            xs, cdf = _cdf_points(hist)
+            xs, cdf = cdf_points(hist)
             xs = [x * scale for x in xs]
             label = f"{r['label']} (n={r['records']:,})"
             for ax in ax_list:
@@ -360,20 +353,6 @@ def _plot(results: list[dict[str, Any]], path: Path, budget_ms: float) -> Path |
     return path
 
 
-def _cdf_points(hist: dict[str, Any]) -> tuple[list[float], list[float]]:
-    """Upper bin edges (µs) and the cumulative fraction at each, from a log histogram."""
-    counts = hist["counts"]
-    total = sum(counts) or 1
-    xs, ys, cum = [], [], 0
-    for k, n in enumerate(counts):
-        if not cum and not n:
-            continue  # empty bins below the fastest value
-        cum += n
-        xs.append(hist["lo_us"] * 10 ** ((k + 1) / hist["per_decade"]))
-        ys.append(cum / total)
-    return xs, ys
-
-
 # -- child: one case -------------------------------------------------------------
 def _one(args: argparse.Namespace) -> int:
     import psutil
@@ -387,19 +366,18 @@ def _one(args: argparse.Namespace) -> int:
     durability = load_config(args.config).types[SCHEMA_TYPE].durability
     parent = Path(args.dir) if args.dir else default_data_parent()
     root = os.path.realpath(tempfile.mkdtemp(prefix=f"latency-{kind}-", dir=parent))
-    sup = None
-    producers: list[subprocess.Popen[str]] = []
+    sup: Child | None = None
+    producers: list[Child] = []
     try:
-        cmd = [sys.executable, "-m", "recorder", "run", "--data-root", root]
+        cmd = ["-m", "recorder", "run", "--data-root", root]
         if args.config:
             cmd += ["--config", args.config]
-        sup = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=PACKAGE_DIR.parent)
-        sup_lines = _line_reader(sup.stdout)
-        ready = json.loads(_wait_line(sup_lines, "READY ", 60, "the recorder")[6:])
+        sup, ready = start_server(cmd, "the recorder")
         rec = psutil.Process(ready["pid"])
 
+        pcmds = []
         for i in range(n):
-            pcmd = [sys.executable, "-m", "benchmarks.latency", "--producer", "--index", str(i),
+            pcmd = ["-m", "benchmarks.latency", "--producer", "--index", str(i),
                     "--data-root", root, "--rate", repr(per_rate), "--seconds", repr(args.seconds),
                     "--warmup", repr(args.warmup), "--sessions", args.sessions, "--payload", args.payload,
                     "--samples", os.path.join(root, f"_samples-{i}"),
@@ -408,55 +386,48 @@ def _one(args: argparse.Namespace) -> int:
                 pcmd += ["--max-pending", str(args.max_pending)]
             if args.config:
                 pcmd += ["--config", args.config]
-            producers.append(subprocess.Popen(pcmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                              cwd=PACKAGE_DIR.parent))
-        lines = [_line_reader(p.stdout) for p in producers]
-        for i, q in enumerate(lines):
-            _wait_line(q, "WARM", 60 + 4 * args.warmup + 30, f"producer {i}")
+            pcmds.append(pcmd)
+        producers = start_producers(pcmds, 60 + 4 * args.warmup + 30)
 
         # Everyone is connected and warm: start together.
-        stats0 = _recorder_stats(ready["control"])
+        stats0 = recorder_stats(ready["control"])
         cpu0 = rec.cpu_times()
-        sup_proc = psutil.Process(sup.pid)
+        sup_proc = psutil.Process(sup.proc.pid)
         sup_cpu0, me_cpu0 = sup_proc.cpu_times(), psutil.Process().cpu_times()
         sys0 = psutil.cpu_times()
         psutil.cpu_percent(None)
         sampler = _RssSampler(rec)
         sampler.start()
         t_go = time.time()
-        for p in producers:
-            assert p.stdin is not None
-            p.stdin.write("GO\n")
-            p.stdin.flush()
-        outs = [json.loads(_wait_line(q, "{", args.seconds * 3 + 150, f"producer {i}"))
-                for i, q in enumerate(lines)]
+        go(producers)
+        outs = json_lines(producers, args.seconds * 3 + 150)
         cpu1 = rec.cpu_times()
         sys_cpu = psutil.cpu_percent(None)
         sys1 = psutil.cpu_times()
         sup_cpu1, me_cpu1 = sup_proc.cpu_times(), psutil.Process().cpu_times()
         t_end = time.time()
         sampler.stop()
-        stats1 = _recorder_stats(ready["control"])
-        for p in producers:
-            p.wait(timeout=30)
+        stats1 = recorder_stats(ready["control"])
+        for c in producers:
+            c.proc.wait(timeout=30)
 
         calls: list[int] = []
         acks: list[int] = []
         for i in range(n):
-            calls.extend(_load(os.path.join(root, f"_samples-{i}.call")))
-            acks.extend(_load(os.path.join(root, f"_samples-{i}.ack")))
+            calls.extend(load_samples(os.path.join(root, f"_samples-{i}.call")))
+            acks.extend(load_samples(os.path.join(root, f"_samples-{i}.ack")))
         calls.sort()
         acks.sort()
         records = sum(o["records"] for o in outs)
         start = min(o["t_start"] for o in outs)
         window = max(o["t_done"] for o in outs) - start
         send_window = max(o["t_sent"] for o in outs) - start
-        cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        rec_cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         wall = t_end - t_go
         # CPU the rest of the machine took meanwhile (other users, tests): noise, reported.
-        busy = _busy(sys1) - _busy(sys0)
-        ours = (cpu_s + sum(o["cpu_s"] for o in outs) + _cpu(sup_cpu1) - _cpu(sup_cpu0)
-                + _cpu(me_cpu1) - _cpu(me_cpu0))
+        busy = machine_busy_s(sys1) - machine_busy_s(sys0)
+        ours = (rec_cpu_s + sum(o["cpu_s"] for o in outs) + cpu_s(sup_cpu1) - cpu_s(sup_cpu0)
+                + cpu_s(me_cpu1) - cpu_s(me_cpu0))
         t0, t1 = stats0["types"][SCHEMA_TYPE], stats1["types"][SCHEMA_TYPE]
         batches = t1["batches"] - t0["batches"]
         result = {
@@ -477,20 +448,20 @@ def _one(args: argparse.Namespace) -> int:
             "send_rate_per_s": round(records / send_window, 1),
             "throughput_per_s": round(records / window, 1),
             "window_s": round(window, 4),
-            "call_us": _percentiles(calls, 1e3),
-            "ack_ms": _percentiles(acks, 1e6),
-            "call_hist": _histogram(calls),
-            "ack_hist": _histogram(acks),
+            "call_us": percentiles(calls, 1e3),
+            "ack_ms": percentiles(acks, 1e6),
+            "call_hist": histogram(calls),
+            "ack_hist": histogram(acks),
             "batches": batches,
             "batch_mean": round((t1["records"] - t0["records"]) / batches, 2) if batches else None,
             "batch_max_recent": t1["batch_max"],
             "recorder": {
                 "pid": ready["pid"],
-                "cpu_s": round(cpu_s, 3),
+                "cpu_s": round(rec_cpu_s, 3),
                 "cpu_user_s": round(cpu1.user - cpu0.user, 3),
                 "cpu_system_s": round(cpu1.system - cpu0.system, 3),
-                "cpu_us_per_record": round(cpu_s / records * 1e6, 1) if records else None,
-                "cpu_pct": round(100 * cpu_s / wall, 1),
+                "cpu_us_per_record": round(rec_cpu_s / records * 1e6, 1) if records else None,
+                "cpu_pct": round(100 * rec_cpu_s / wall, 1),
                 "rss_peak_mib": round(sampler.peak / 2**20, 1),
                 "rss_end_mib": round(sampler.last / 2**20, 1),
                 "threads": sampler.threads,
@@ -515,86 +486,13 @@ def _one(args: argparse.Namespace) -> int:
         if len(acks) != records:
             raise RuntimeError(f"{len(acks)} ack latencies for {records} records")
     finally:
-        for p in producers:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        if sup is not None:
-            sup.send_signal(signal.SIGTERM)
-            try:
-                sup.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                sup.kill()
-                sup.wait()
+        stop_all(producers, [sup])
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    result["recorder_exit"] = sup.returncode
+    assert sup is not None
+    result["recorder_exit"] = sup.proc.returncode
     print(json.dumps(result))
     return 0
-
-
-def _cpu(t: Any) -> float:
-    return float(t.user + t.system)
-
-
-def _busy(t: Any) -> float:
-    """Busy CPU seconds of the whole machine (all CPUs) from psutil.cpu_times()."""
-    idle = t.idle + getattr(t, "iowait", 0.0)
-    return float(sum(t) - idle - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0))
-
-
-def _line_reader(stream: IO[str] | None) -> queue.Queue[str | None]:
-    """Lines of ``stream`` on a queue (None at EOF), read by a daemon thread."""
-    q: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert stream is not None
-        for line in stream:
-            q.put(line.rstrip("\n"))
-        q.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return q
-
-
-def _wait_line(q: queue.Queue[str | None], prefix: str, timeout: float, who: str) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise RuntimeError(f"{who}: no {prefix.strip()!r} line within {timeout:g} s")
-        try:
-            line = q.get(timeout=left)
-        except queue.Empty:
-            continue
-        if line is None:
-            raise RuntimeError(f"{who} exited before printing {prefix.strip()!r}")
-        if line.startswith(prefix):
-            return line
-
-
-def _recorder_stats(control: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The recorder's counters over its control channel (as ``recorder stats --json``)."""
-    import msgspec
-    import zmq
-
-    from recorder import protocol as P
-
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(control)
-        sock.send(P.encode(P.StatsRequest()))
-        if not sock.poll(int(timeout * 1000)):
-            raise RuntimeError(f"no stats from {control} within {timeout} s")
-        reply = P.decode_control(sock.recv())
-    finally:
-        sock.close()
-        ctx.term()
-    assert isinstance(reply, P.StatsReply)
-    stats: dict[str, Any] = msgspec.json.decode(reply.body)
-    return stats
 
 
 class _RssSampler(threading.Thread):
@@ -620,41 +518,6 @@ class _RssSampler(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=2)
-
-
-def _percentiles(sorted_ns: Sequence[int], unit_ns: float) -> dict[str, float]:
-    """Nearest-rank p50/p90/p99/p99.9, mean and max of sorted ``sorted_ns``, in ``unit_ns`` units."""
-    n = len(sorted_ns)
-    if not n:
-        return {k: float("nan") for k in ("p50", "p90", "p99", "p99.9", "mean", "max")}
-
-    def q(p: float) -> float:
-        return round(sorted_ns[min(n - 1, max(0, math.ceil(p / 100 * n) - 1))] / unit_ns, 4)
-
-    return {"p50": q(50), "p90": q(90), "p99": q(99), "p99.9": q(99.9),
-            "mean": round(sum(sorted_ns) / n / unit_ns, 4), "max": round(sorted_ns[-1] / unit_ns, 4)}
-
-
-def _histogram(sorted_ns: Sequence[int]) -> dict[str, Any]:
-    """Counts in log-spaced bins (bin k holds values up to lo * 10**((k+1)/per_decade)); the first
-    bin also holds everything below ``lo``, the last everything above the top."""
-    nbins = HIST_DECADES * HIST_PER_DECADE
-    counts, below = [], 0
-    for k in range(nbins):
-        edge = HIST_LO_NS * 10 ** ((k + 1) / HIST_PER_DECADE)
-        upto = len(sorted_ns) if k == nbins - 1 else bisect.bisect_right(sorted_ns, edge)
-        counts.append(upto - below)
-        below = upto
-    while counts and counts[-1] == 0:
-        counts.pop()
-    return {"lo_us": HIST_LO_NS / 1e3, "per_decade": HIST_PER_DECADE, "counts": counts}
-
-
-def _load(path: str) -> array[int]:
-    a = array("q")
-    with open(path, "rb") as f:
-        a.frombytes(f.read())
-    return a
 
 
 # -- producer process --------------------------------------------------------------
