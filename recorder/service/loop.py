@@ -16,7 +16,6 @@ import logging
 import os
 import queue
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,8 +91,7 @@ class IngestLoop:
         self.ctl.setsockopt(zmq.LINGER, 500)
         self.ctl.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.ctl.setsockopt(zmq.MAXMSGSIZE, 65536)
-        self.wake = self.ctx.socket(zmq.PULL)
-        self.wake.bind("inproc://wake")
+        self.wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # sync threads -> loop: a batch is done
         self.done_q: queue.SimpleQueue[Done] = queue.SimpleQueue()
         self.counters = {"received": 0, "frames": 0, "duplicates": 0, "gaps": 0, "unknown_producer": 0,
                          "bad_frames": 0, "acks_sent": 0, "acks_undeliverable": 0, "ingress_paused": 0}
@@ -101,7 +99,6 @@ class IngestLoop:
         self.ingress_rejects: dict[str, dict[str, int]] = {}
         self.actors = {name: WriterActor(store, name, self._report) for name in store.writers}
         self.cpu_ns = dict.fromkeys(STAGES, 0)  # the loop thread's CPU by stage
-        self._wake_push: dict[int, zmq.Socket[bytes]] = {}  # one inproc socket per sync thread
         self._pending_acks: set[str] = set()  # producers to acknowledge at the end of this pass
         self.proc = psutil.Process()
         self.auth: Any = None
@@ -110,17 +107,7 @@ class IngestLoop:
     def _report(self, done: Done) -> None:
         """Called in a sync thread: queue the result and wake the loop."""
         self.done_q.put(done)
-        ident = threading.get_ident()
-        sock = self._wake_push.get(ident)
-        if sock is None:
-            sock = self.ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect("inproc://wake")
-            self._wake_push[ident] = sock
-        try:
-            sock.send(b"", zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # the loop is already awake with messages queued
+        os.eventfd_write(self.wake, 1)
 
     # -- lifecycle -------------------------------------------------------
     def _secure(self) -> None:
@@ -221,8 +208,9 @@ class IngestLoop:
         return 3 if fatal else 0
 
     def close_sockets(self) -> None:
-        for s in list(self._wake_push.values()) + [self.pull, self.ctl, self.wake]:
+        for s in (self.pull, self.ctl):
             s.close()
+        os.close(self.wake)
         if self.auth is not None:
             self.auth.stop()
         self.ctx.term()
@@ -350,6 +338,10 @@ class IngestLoop:
     # -- completions and acks -------------------------------------------
     def _drain_done(self) -> bool:
         t0 = time.thread_time_ns()
+        try:
+            os.eventfd_read(self.wake)  # first: a batch reported after this wakes the next poll
+        except BlockingIOError:
+            pass
         fatal = False
         while True:
             try:
@@ -379,11 +371,6 @@ class IngestLoop:
                 if st is not None:
                     self._finish(st, pseq, (code, fld, reason))
                     touched.add(producer)
-        try:
-            while True:
-                self.wake.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            pass
         self._send_pending_acks()
         self.cpu_ns["ack"] += time.thread_time_ns() - t0
         return fatal
