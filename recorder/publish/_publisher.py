@@ -185,6 +185,21 @@ class Publisher:
             _log.info("%s: found segments up to %d already committed; state caught up", table, version)
         self.checked.add(table)
 
+    def restore(self) -> dict[str, int]:
+        """Rebuild the state's per-table versions from the tables' transaction versions (``catalog --rebuild``).
+
+        Each table's commits above zero are checked against the local
+        segments as after a kill. Returns table -> version found.
+        """
+        self.state["tables"] = {}
+        self.checked.clear()
+        tables = sorted({t for m in catalog_segments(self.root, include_deleted=True)
+                         if m.get("schema_type") in self.types for t in tables_of(m)})
+        for table in tables:
+            self._catch_up(table)
+        self._finish_round()
+        return {t: int(self.state["tables"].get(t, 0)) for t in tables}
+
     def _finish_round(self) -> None:
         manifests = catalog_segments(self.root)
         b = backlog(manifests, self.types, self.state["tables"])
