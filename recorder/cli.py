@@ -274,6 +274,10 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.fleet:
+        from .publish._demo import run_fleet_demo
+
+        return run_fleet_demo(args)
     from .demo import run_demo
 
     return run_demo(args)
@@ -383,6 +387,9 @@ def _parser() -> argparse.ArgumentParser:
     _config(p, "types and models")
     p.add_argument("--producers", type=int, default=3, help="producer processes (default: 3)")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds of 30 fps traffic (default: 3)")
+    p.add_argument("--fleet", action="store_true",
+                   help="three recorders publishing into shared Delta tables on a local SeaweedFS server, one "
+                        "publisher killed mid-run, one query over the fleet (needs the fleet extra)")
     p.set_defaults(func=_cmd_demo)
     return ap
 

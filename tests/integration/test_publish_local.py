@@ -82,3 +82,21 @@ def test_publish_refuses_while_the_publication_lock_is_held(tmp_path: Path) -> N
         os.close(fd)
     assert r.returncode == 2, r.stderr
     assert "publication lock" in r.stderr
+
+
+def test_duckdb_reads_the_tables_through_the_pyarrow_dataset(tmp_path: Path) -> None:
+    """The docs/FLEET.md recipe: DuckDB over DeltaTable.to_pyarrow_dataset(), filtered by user (file pruning)."""
+    need_fleet()
+    import duckdb
+    from deltalake import DeltaTable
+
+    from recorder.publish._service import publish_once
+
+    cfg = write_config(tmp_path / "r.toml", str(tmp_path / "lake"), "rec-duck", msg_rotate=10)
+    root = tmp_path / "root"
+    record(cfg, root, users=2, messages=10, raws=5)
+    publish_once(str(root), load_config(cfg), show_progress=False)
+    messages = DeltaTable(str(tmp_path / "lake" / "a3cp_message")).to_pyarrow_dataset()
+    rows = duckdb.sql("SELECT recorder_id, user_id, count(*) AS n FROM messages WHERE user_id = 'user1' "
+                      "GROUP BY ALL").fetchall()
+    assert rows == [("rec-duck", "user1", 10)]
