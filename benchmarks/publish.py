@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
     base = Path(tempfile.mkdtemp(prefix="bench-publish-", dir=args.dir))
     store = SeaweedServer(str(base / "seaweedfs")).start()
+    os.environ.update(store.env())  # the in-process publish of the throughput run reads AWS_* like a publisher
     try:
         progress(f"publish: throughput, {args.segments} segments of {args.rotate} records")
         tp = _throughput(base, store, args.segments, args.rotate)
