@@ -14,6 +14,7 @@ CASES: list[str] = [
     "append",
     "compare",
     "latency",
+    "publish",
     "replay",
     "seal",
     "soak",

@@ -78,6 +78,7 @@ class Catalog:
         self.internal_fd = internal_fd
         self.lock = threading.Lock()
         self.segments: dict[str, Segment] = {}  # journal path (manifest["path"]) -> segment
+        self.max_number = 0  # the highest catalog number of a segment (manifest["number"]) seen
         #: (op, journal path) of the last entries found at start, oldest first (a kill may have cut the
         #: work that follows an entry short: the sealer finishes it)
         self.last: deque[tuple[str, str]] = deque(maxlen=16)
@@ -111,6 +112,7 @@ class Catalog:
     def _apply(self, entry: dict[str, Any]) -> None:
         op = entry.get("op")
         m = entry.get("manifest", {})
+        self.max_number = max(self.max_number, int(m.get("number") or 0))
         if op in ("seal", "convert"):
             self.segments[m["path"]] = Segment(m)
         elif op == "delete":
@@ -128,6 +130,12 @@ class Catalog:
             body = msgspec.json.encode({"seq": self.journal.last_seq, **entry})[:-1]
             self.journal.append([body])
             self._apply(entry)
+
+    def next_number(self) -> int:
+        """The catalog number of the next segment to seal (one more than any seen, even if not yet added)."""
+        with self.lock:
+            self.max_number += 1
+            return self.max_number
 
     def search(self, *, schema_type: str | None = None, version: str | None = None, user_id: str | None = None,
                session_id: str | None = None, since: datetime | None = None,

@@ -19,12 +19,14 @@ import msgspec
 
 from . import __version__, _logging
 from ._cli_replay import add_commands as _replay_commands
+from .publish._commands import add_commands as _publish_commands
 from .config import load_config
 from .exceptions import (
     ConfigError,
     CorruptionError,
     DurabilityError,
     NotARecording,
+    PublishError,
     RecorderError,
     RecorderUnavailable,
     StorageFull,
@@ -124,6 +126,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         stats = fetch_stats(ctx, ep.control, args.timeout, curve)
     finally:
         ctx.term()
+    if cfg.publish is not None:  # the publisher's own figures, from its state file under the data root
+        from .publish._state import load_state
+
+        stats["publish"] = load_state(os.path.realpath(args.data_root or cfg.recorder.data_root))
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(stats), indent=2).decode())
         return 0
@@ -150,6 +156,14 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     for name, by_code in refused.items():
         if by_code:
             print(f"rejected {name}: " + ", ".join(f"{code} {n}" for code, n in sorted(by_code.items())))
+    if "publish" in stats:
+        pub, b = stats["publish"], stats["publish"].get("backlog") or {}
+        buffer_s = pub.get("buffer_s")
+        print(f"publish to {pub.get('table_root', '-')}: {pub.get('segments', 0)} segments published, "
+              f"{b.get('segments', 0)} waiting ({b.get('bytes', 0)} bytes), last success "
+              f"{pub.get('last_success') or 'never'}, buffer left "
+              f"{'-' if buffer_s is None else f'{buffer_s / 3600:.1f} h'}, conflicts retried "
+              f"{pub.get('conflicts_retried', 0)}, last error {pub.get('last_error') or 'none'}")
     return 0
 
 
@@ -171,6 +185,18 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
         finally:
             os.close(fd)
         print(f"catalog rebuilt from manifests and tombstones: {n} entries")
+        cfg = load_config(args.config) if args.config else None
+        if cfg is not None and cfg.publish is not None:
+            from .publish._publisher import Publisher
+            from .publish._state import lock_publication
+
+            lock = lock_publication(root)
+            try:
+                versions = Publisher(root, cfg).restore()
+            finally:
+                os.close(lock)
+            print("publication state restored from the tables' transaction versions: "
+                  + (", ".join(f"{t} {v}" for t, v in versions.items()) or "no tables"))
         return 0
     rows = sorted(_catalog(Path(root)).values(), key=lambda m: int(m["first_seq"] or 0))
     print(f"{'schema type':<14}{'records':>8}{'bytes':>10}  {'first timestamp':<25}{'versions':<14}{'state':<10}path")
@@ -248,6 +274,10 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.fleet:
+        from .publish._demo import run_fleet_demo
+
+        return run_fleet_demo(args)
     from .demo import run_demo
 
     return run_demo(args)
@@ -328,6 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     _replay_commands(command)
+    _publish_commands(command)
 
     p = command("keygen", "make a CURVE key pair (NAME.key public, NAME.key_secret owner-only)")
     p.add_argument("dir", help="directory for the certificate files (created owner-only if missing)")
@@ -356,6 +387,9 @@ def _parser() -> argparse.ArgumentParser:
     _config(p, "types and models")
     p.add_argument("--producers", type=int, default=3, help="producer processes (default: 3)")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds of 30 fps traffic (default: 3)")
+    p.add_argument("--fleet", action="store_true",
+                   help="three recorders publishing into shared Delta tables on a local SeaweedFS server, one "
+                        "publisher killed mid-run, one query over the fleet (needs the fleet extra)")
     p.set_defaults(func=_cmd_demo)
     return ap
 
@@ -364,7 +398,7 @@ def _exit_code(e: BaseException) -> int:
     """Exit code of a command that raised ``e`` (see EXIT_CODES)."""
     if isinstance(e, CorruptionError):
         return EXIT_PROBLEMS
-    if isinstance(e, (RecorderUnavailable, DurabilityError, StorageFull, OSError)):
+    if isinstance(e, (RecorderUnavailable, DurabilityError, StorageFull, PublishError, OSError)):
         return EXIT_RUNTIME
     return EXIT_USAGE  # UsageError, ConfigError, NotARecording, UnknownSchemaError, a lock held by another
 

@@ -20,7 +20,7 @@ import msgspec
 from ._paths import check_identifier
 from .exceptions import ConfigError, UnsafeIdentifier
 
-__all__ = ["RecorderSettings", "TypeConfig", "Config", "load_config", "default_config_text", "metrics_address"]
+__all__ = ["RecorderSettings", "TypeConfig", "PublishSettings", "Config", "load_config", "default_config_text", "metrics_address"]
 
 Format = Literal["jsonl", "parquet"]
 Durability = Literal["fsync", "os"]
@@ -86,6 +86,22 @@ class RecorderSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     metrics_timeout_s: float = 1.0
 
 
+class PublishSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The ``[publish]`` table: copy sealed segments into Delta Lake tables (docs/FLEET.md)."""
+
+    # s3://bucket/prefix, or a local directory (relative: to the config file's directory)
+    table_root: str
+    endpoint: str = ""  # e.g. http://127.0.0.1:8333 for a local S3 server; "" for AWS
+    region: str = "us-east-1"
+    allow_http: bool = False
+    # an owner-only file of AWS_ACCESS_KEY_ID=... / AWS_SECRET_ACCESS_KEY=... lines; "" reads the environment
+    credentials_file: str = ""
+    recorder_id: str = ""  # "" makes one once and keeps it in _recorder/recorder_id
+    types: list[str] = []  # [] publishes every parquet-format type
+    interval_s: float = 2.0  # how often the publisher looks for newly sealed segments
+    backoff_max_s: float = 60.0  # longest wait between retries while the store fails
+
+
 class Config(msgspec.Struct, kw_only=True):
     """A whole parsed config: where it came from, settings and types.
 
@@ -98,6 +114,7 @@ class Config(msgspec.Struct, kw_only=True):
     recorder: RecorderSettings
     types: dict[str, TypeConfig]
     directory: str | None = None
+    publish: PublishSettings | None = None
 
 
 _AT = re.compile(r" - at `\$(?:\[\.\.\.\])?\.?(?P<key>[^`]*)`$")
@@ -163,7 +180,7 @@ def parse_config(text: str, source: str, directory: str | None = None) -> Config
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, "(syntax)", str(e)) from e
-    unknown = set(doc) - {"recorder", "defaults", "types"}
+    unknown = set(doc) - {"recorder", "defaults", "types", "publish"}
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown table")
     settings = _convert(doc.get("recorder", {}), RecorderSettings, source, "recorder")
@@ -217,8 +234,36 @@ def parse_config(text: str, source: str, directory: str | None = None) -> Config
                 raise
             raise blamed from e
         types[name] = tc
+    publish = _publish_settings(doc, types, source, directory) if "publish" in doc else None
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    return Config(source=source, digest=digest, recorder=settings, types=types, directory=directory)
+    return Config(source=source, digest=digest, recorder=settings, types=types, directory=directory,
+                  publish=publish)
+
+
+def _publish_settings(doc: dict[str, Any], types: dict[str, TypeConfig], source: str,
+                      directory: str | None) -> PublishSettings:
+    """The ``[publish]`` table, checked; a relative local ``table_root`` made absolute."""
+    if not isinstance(doc["publish"], dict):
+        raise ConfigError(source, "publish", "must be a table")
+    p: PublishSettings = _convert(doc["publish"], PublishSettings, source, "publish")
+    if not p.table_root:
+        raise ConfigError(source, "publish.table_root", "must name s3://bucket/prefix or a directory")
+    if "://" in p.table_root and not p.table_root.startswith("s3://"):
+        raise ConfigError(source, "publish.table_root", "only s3:// URLs and local directories are supported")
+    if "://" not in p.table_root and not Path(p.table_root).is_absolute():
+        p.table_root = str(Path(directory or ".").resolve() / p.table_root)
+    if p.recorder_id:
+        try:
+            check_identifier(p.recorder_id, "recorder_id", p.recorder_id)
+        except UnsafeIdentifier as e:
+            raise ConfigError(source, "publish.recorder_id", e.reason) from e
+    for name in p.types:
+        if name not in types:
+            raise ConfigError(source, "publish.types", f"{name!r} is not a [types.NAME] of this config")
+    for key in ("interval_s", "backoff_max_s"):
+        if getattr(p, key) <= 0:
+            raise ConfigError(source, f"publish.{key}", "must be positive")
+    return p
 
 
 def default_config_text() -> str:

@@ -12,6 +12,8 @@ __all__ = [
     "DeniedFieldError",
     "DurabilityError",
     "NotARecording",
+    "PublishError",
+    "RecorderIdConflict",
     "RecordTooLarge",
     "RecorderError",
     "RecorderUnavailable",
@@ -182,3 +184,32 @@ class RejectedError(RecorderError):
         super().__init__(
             f"record #{first[0]} rejected ({first[1]}): field {first[2]!r}: {first[3]}{more}"
         )
+
+
+class PublishError(RecorderError):
+    """Publication of sealed segments into the lake failed; names the table (or store) and why.
+
+    Never raised on the acknowledgement path: only the publisher process and
+    ``recorder publish`` raise it.
+    """
+
+    code = "publish"
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"{target}: {reason}")
+
+
+class RecorderIdConflict(PublishError):
+    """A table holds this ``recorder_id`` with a different chain history (a cloned device image)."""
+
+    code = "recorder_id_conflict"
+
+    def __init__(self, table: str, recorder_id: str, number: int, reason: str) -> None:
+        self.table = table
+        self.recorder_id = recorder_id
+        self.number = number
+        super().__init__(table, f"recorder_id {recorder_id!r}, segment {number}: {reason}; "
+                                "give this data root its own [publish] recorder_id")
+        self.reason = reason

@@ -43,8 +43,15 @@ def _read_file(dir_fd: int, name: str) -> bytes:
         return f.read()
 
 
-def build_manifest(data: bytes, rel: str, schema_type: str, fmt: str, stream: str, segment: int) -> dict[str, Any]:
-    """Summarise a sealed journal's bytes into its manifest."""
+def build_manifest(data: bytes, rel: str, schema_type: str, fmt: str, stream: str, segment: int,
+                   number: int = 0) -> dict[str, Any]:
+    """Summarise a sealed journal's bytes into its manifest.
+
+    ``number`` is the segment's catalog number: 1 + the highest number the
+    catalog holds, so it grows in sealing order across every stream and type,
+    and, being kept in the manifest (and its tombstone), survives a catalog
+    rebuild. Publication uses it as the Delta application transaction version.
+    """
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -96,6 +103,7 @@ def build_manifest(data: bytes, rel: str, schema_type: str, fmt: str, stream: st
         "path": rel,
         "stream": stream,
         "segment": segment,
+        "number": number,
         "records": records,
         "bytes": len(data),
         "first_seq": first_seq,
@@ -156,6 +164,9 @@ class Sealer(threading.Thread):
         self.errors: list[str] = []
         self.busy = threading.Event()
         self.seal_ms: list[float] = []
+        #: True for a sealed segment that must be kept (not yet published to the lake): retention and
+        #: delete_oldest pass over it (set by the Store when [publish] is configured)
+        self.keep: Callable[[dict[str, Any]], bool] = lambda _manifest: False
 
     def submit(self, job: Job) -> None:
         """Queue a closed segment for sealing."""
@@ -250,7 +261,8 @@ class Sealer(threading.Thread):
             manifest = self._load(dir_fd, mname)
             if manifest is None:
                 data = _read_file(dir_fd, name)
-                manifest = build_manifest(data, rel, schema_type, spec.config.format, stream, segment)
+                manifest = build_manifest(data, rel, schema_type, spec.config.format, stream, segment,
+                                          self.catalog.next_number())
                 _durable.write_new(dir_fd, mname, msgspec.json.encode(manifest), mname)
             self._catalog_has(manifest)  # a crash may have come between the manifest and its entry
             if spec.config.format == "parquet" and manifest["state"] == "sealed":
@@ -308,7 +320,8 @@ class Sealer(threading.Thread):
             cutoff = iso_ns(int((now - keep) * 1e9))
             for seg in self.catalog.search(schema_type=name):
                 m = seg.manifest
-                if (m["last_received"] or "") < cutoff and not (m["format"] == "parquet" and m["state"] != "converted"):
+                if ((m["last_received"] or "") < cutoff and not (m["format"] == "parquet" and m["state"] != "converted")
+                        and not self.keep(m)):
                     self.delete(m, f"retention: older than types.{name}.retention_s = {keep:g}")
                     n += 1
         return n

@@ -29,6 +29,7 @@ from .protocol import Record
 from .schema.accept import Accepted, Acceptor
 from .validation import encode_record, quarantine_copy, safe_json
 from .catalog import Catalog
+from .publish._state import data_bytes, unpublished_check
 from .segments import Sealer, Usage
 from .writer import Entry, TypeWriter, open_journal
 
@@ -169,6 +170,8 @@ class Store:
         self.catalog = Catalog(self.internal_fd, header, self.root, self.event)
         self.usage = Usage()
         self.sealer = Sealer(self.root_fd, self.registry, self.catalog, self.usage, self.event)
+        if self.config.publish is not None:
+            self.sealer.keep = unpublished_check(self.root, self.config)
         self._free: tuple[float, int] = (0.0, 0)
         #: the one accept step per type, shared by Store.record and the service's actors
         self.acceptors = {name: Acceptor(spec, settings.max_depth, settings.session_end_event)
@@ -356,7 +359,19 @@ class Store:
                 self.sealer.wait_idle(5.0)
                 if self._delete_oldest(scope, over, why):
                     return
-        raise StorageFull(schema_type, why)
+        raise StorageFull(schema_type, why + self._unpublished_note())
+
+    def _unpublished_note(self) -> str:
+        """``"; N sealed segments (B bytes) wait for publication ..."`` when a publication backlog holds space."""
+        p = self.config.publish
+        if p is None:
+            return ""
+        waiting = [s.manifest for s in self.catalog.search() if self.sealer.keep(s.manifest)]
+        if not waiting:
+            return ""
+        size = sum(data_bytes(m) for m in waiting)
+        return (f"; {len(waiting)} sealed segments ({size} bytes) wait for publication to {p.table_root} "
+                f"and are kept until published (recorder stats: publish)")
 
     def _delete_oldest(self, scope: str | None, over: Callable[[], bool], why: str) -> bool:
         """Delete sealed segments, oldest first, until ``over()`` is false; True if it got there."""
@@ -368,6 +383,8 @@ class Store:
                 continue
             if self.registry.get(m["schema_type"]).config.on_limit != "delete_oldest":
                 continue  # never delete another type's data against its own policy
+            if self.sealer.keep(m):
+                continue  # not yet in the lake: the local copy is the only one
             self.sealer.delete(m, f"storage limit: {why}")
             self._free = (0.0, 0)
             if not over():

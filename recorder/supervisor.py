@@ -28,6 +28,7 @@ from .registry import Registry
 
 if TYPE_CHECKING:
     from ._metrics import MetricsServer
+    from .publish._keeper import PublisherKeeper
 
 __all__ = ["RestartPolicy", "Supervisor"]
 
@@ -128,6 +129,7 @@ class Supervisor:
         self._endpoint_lock: int | None = None
         self._locks: list[int] = []
         self._metrics: MetricsServer | None = None
+        self._publisher: PublisherKeeper | None = None
 
     def _lock(self) -> None:
         self._endpoint_lock = lock_endpoints(self.ep)
@@ -170,6 +172,16 @@ class Supervisor:
         _log.info("metrics at %s", self._metrics.url)
         self.out.write("METRICS " + json.dumps({"url": self._metrics.url}) + "\n")
         self.out.flush()
+
+    def _start_publisher(self) -> None:
+        """With a [publish] table: a publisher process beside the recorder, restarted on its own terms."""
+        if self.config.publish is None:
+            return
+        from .publish._keeper import PublisherKeeper
+
+        self._publisher = PublisherKeeper(self.data_root, self.config_path, self.log_format, self.log_level,
+                                          self.out)
+        self._publisher.start()
 
     def _spawn(self) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "recorder.router", "--supervised",
@@ -221,6 +233,7 @@ class Supervisor:
         try:
             self._lock()
             self._serve_metrics()
+            self._start_publisher()
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
             _log.info("supervising a recorder on %s (config %s)", self.data_root, self.config.source,
@@ -230,6 +243,8 @@ class Supervisor:
             if self.child is not None and self.child.poll() is None:
                 self.child.kill()
                 self.child.wait()
+            if self._publisher is not None:
+                self._publisher.stop()
             if self._metrics is not None:
                 self._metrics.close()
             self._unlock()

@@ -65,3 +65,23 @@ def clients() -> Iterator[Callable[..., Client]]:
             pass
 
 
+
+
+@pytest.fixture
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real SeaweedFS S3 server (``weed mini``) on free 127.0.0.1 ports, probed for conditional PUTs.
+
+    Stopped at teardown (TERM, then KILL after a few seconds); the socket
+    files weed leaves in /tmp are removed.
+    """
+    from .fleet_support import need_fleet
+
+    need_fleet()
+    from recorder.publish._seaweed import SeaweedServer
+
+    server = SeaweedServer(str(tmp_path_factory.mktemp("seaweed")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,202 @@
+"""Publication state under the data root: recorder id, lock, what is published, and the backlog.
+
+Nothing here imports deltalake: the recorder process reads this state to
+keep unpublished segments out of retention and ``delete_oldest``, and
+``recorder stats`` shows it. Only the publisher writes it, while it holds
+the publication lock (``_recorder/publish.lock``).
+
+``_recorder/publish.json`` holds, per table, the highest catalog number
+published (the table's application transaction version for this recorder),
+plus counters and the last error for ``stats``. It is not hash-chained: it
+is a cache of what the tables say, restored from their transaction
+versions whenever it is missing or behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .. import _durable
+from .._env import iso_ns
+from .._paths import check_identifier
+from .._run import take_lock
+from ..config import Config, PublishSettings
+from ..exceptions import ConfigError, UnsafeIdentifier
+
+__all__ = ["INTERNAL", "LOCK", "STATE", "Backlog", "backlog", "catalog_segments", "data_bytes", "load_state",
+           "lock_publication", "publish_types", "published", "recorder_id", "save_state", "table_name", "tables_of",
+           "unpublished_check"]
+
+INTERNAL = "_recorder"
+STATE = "publish.json"
+LOCK = "publish.lock"
+_ID_FILE = "recorder_id"
+
+
+def table_name(schema_type: str, major: int) -> str:
+    """The Delta table of one type and MAJOR: ``raw_action`` for MAJOR 1, ``raw_action_v2`` for 2."""
+    return schema_type if major == 1 else f"{schema_type}_v{major}"
+
+
+def _major(version: str) -> int:
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else 1
+
+
+def tables_of(manifest: dict[str, Any]) -> list[str]:
+    """The tables a sealed segment publishes into (one per MAJOR version it holds), sorted."""
+    majors = {_major(v) for v in manifest.get("versions") or {"1": 0}}
+    return sorted(table_name(str(manifest["schema_type"]), m) for m in majors)
+
+
+def publish_types(config: Config) -> set[str]:
+    """The schema types that publish: ``[publish] types``, else every parquet-format type."""
+    p = config.publish
+    if p is None:
+        return set()
+    return set(p.types) if p.types else {n for n, t in config.types.items() if t.format == "parquet"}
+
+
+def recorder_id(root: str, settings: PublishSettings) -> str:
+    """The configured ``recorder_id``, else the one kept under the data root (made once, at first use)."""
+    if settings.recorder_id:
+        return settings.recorder_id
+    path = Path(root) / INTERNAL / _ID_FILE
+    try:
+        rid = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        rid = ""
+    if not rid:
+        root_fd = _durable.open_root(root)
+        try:
+            dir_fd = _durable.open_dirs(root_fd, [INTERNAL], INTERNAL)
+            try:
+                rid = f"rec-{secrets.token_hex(6)}"
+                _durable.write_new(dir_fd, _ID_FILE, rid.encode() + b"\n", f"{INTERNAL}/{_ID_FILE}")
+            finally:
+                _durable.close(dir_fd)
+        finally:
+            _durable.close(root_fd)
+    try:
+        return check_identifier("publish", "recorder_id", rid)
+    except UnsafeIdentifier as e:
+        raise ConfigError(str(path), "recorder_id", e.reason) from e
+
+
+def lock_publication(root: str) -> int:
+    """Hold the publication lock of ``root`` until the returned fd is closed.
+
+    Raises:
+        RecorderError: another publisher (the service's, or a ``recorder publish``) holds it.
+    """
+    os.makedirs(os.path.join(root, INTERNAL), exist_ok=True)
+    return take_lock(os.path.join(root, INTERNAL, LOCK),
+                     f"{root}: another publisher holds the publication lock", mode=0o644)
+
+
+def load_state(root: str) -> dict[str, Any]:
+    """The publication state of ``root`` (an empty one if there is none, or it is unreadable)."""
+    try:
+        doc = msgspec.json.decode((Path(root) / INTERNAL / STATE).read_bytes())
+    except (FileNotFoundError, msgspec.DecodeError):
+        return {"tables": {}}
+    return doc if isinstance(doc, dict) and isinstance(doc.get("tables"), dict) else {"tables": {}}
+
+
+def save_state(root: str, state: dict[str, Any]) -> None:
+    """Replace the publication state atomically (temp file, fsync, rename, directory fsync)."""
+    state = {**state, "updated": iso_ns(time.time_ns())}
+    root_fd = _durable.open_root(root)
+    try:
+        dir_fd = _durable.open_dirs(root_fd, [INTERNAL], INTERNAL)
+        try:
+            _durable.write_new(dir_fd, STATE, msgspec.json.encode(state), f"{INTERNAL}/{STATE}")
+        finally:
+            _durable.close(dir_fd)
+    finally:
+        _durable.close(root_fd)
+
+
+def catalog_segments(root: str, include_deleted: bool = False) -> list[dict[str, Any]]:
+    """Manifests of every sealed (not deleted, unless asked) segment in the catalog, by catalog number.
+
+    Reads ``_recorder/catalog.jsonl`` only; a torn last line is skipped.
+    """
+    path = Path(root) / INTERNAL / "catalog.jsonl"
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    for line in data.split(b"\n")[1:]:
+        try:
+            e = msgspec.json.decode(line) if line else None
+        except msgspec.DecodeError:
+            continue  # a torn last line: the recorder cuts it back at its next start
+        if not isinstance(e, dict):
+            continue
+        m = e.get("manifest") or {}
+        if e.get("op") in ("seal", "convert"):
+            found[m["path"]] = m
+        elif e.get("op") == "delete" and not include_deleted:
+            found.pop(m.get("path", ""), None)
+    return sorted(found.values(), key=lambda m: int(m.get("number") or 0))
+
+
+def published(manifest: dict[str, Any], tables: dict[str, Any]) -> bool:
+    """True if every table of ``manifest`` holds it, per the state's ``tables``."""
+    n = int(manifest.get("number") or 0)
+    return all(int(tables.get(t, 0)) >= n for t in tables_of(manifest))
+
+
+@dataclass
+class Backlog:
+    """Sealed segments of publishing types that no table holds yet."""
+
+    segments: int = 0
+    bytes: int = 0
+    oldest: str | None = None  # the sealed_at of the oldest waiting segment
+
+
+def data_bytes(manifest: dict[str, Any]) -> int:
+    """Bytes a sealed segment uses on disk (its Parquet file once converted, else its journal)."""
+    return int((manifest.get("parquet") or {}).get("bytes") or manifest.get("bytes") or 0)
+
+
+def backlog(manifests: list[dict[str, Any]], types: set[str], tables: dict[str, Any]) -> Backlog:
+    """What of ``manifests`` waits for publication."""
+    b = Backlog()
+    for m in manifests:
+        if m.get("schema_type") in types and not published(m, tables):
+            b.segments += 1
+            b.bytes += data_bytes(m)
+            b.oldest = b.oldest or m.get("sealed_at")
+    return b
+
+
+def unpublished_check(root: str, config: Config) -> Callable[[dict[str, Any]], bool]:
+    """A predicate for retention and ``delete_oldest``: True for a sealed segment that must be kept.
+
+    A segment of a publishing type is kept until the publication state says
+    every table of it holds it. The state file is read at most once a second.
+    """
+    types = publish_types(config)
+    cache: list[Any] = [0.0, {}]
+
+    def keep(manifest: dict[str, Any]) -> bool:
+        if manifest.get("schema_type") not in types:
+            return False
+        now = time.monotonic()
+        if now - cache[0] > 1.0:
+            cache[0], cache[1] = now, load_state(root).get("tables", {})
+        return not published(manifest, cache[1])
+
+    return keep
