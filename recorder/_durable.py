@@ -6,7 +6,7 @@ names points at which a child process kills itself or slows down, e.g.
 ``RECORDER_FAULT=after_write:kill:3`` (the third time), or
 ``RECORDER_FAULT=before_fsync:sleep_ms:20`` (every time), or only for the
 files whose path holds a text: ``RECORDER_FAULT=before_fsync@raw_action:sleep_ms:20``
-(the point ``before_fsync@PATH`` follows ``before_fsync``). Under a supervisor,
+(a rule's ``@TEXT`` matches the path the point is passed). Under a supervisor,
 ``RECORDER_FAULT_ONCE=1`` limits the fault to the first recorder it starts.
 
 ``start_oplog()`` (tests only) records every operation below into a list,
@@ -48,8 +48,8 @@ def _env_hook(spec: str) -> FaultHook:
 
     def hook(point: str) -> None:
         for p, action, arg in rules:
-            if p != point and not ("@" in p and point.startswith(p.split("@", 1)[0] + "@")
-                                   and p.split("@", 1)[1] in point.split("@", 1)[1]):
+            name, _, where = p.partition("@")
+            if name != point or where not in _where:
                 continue
             counts[p] = counts.get(p, 0) + 1
             if action == "kill" and counts[p] >= arg:
@@ -70,9 +70,14 @@ def set_fault_hook(hook: FaultHook | None) -> None:
     _hook = hook
 
 
-def fault(point: str) -> None:
+_where = ""  # the path the current fault point is about (for RECORDER_FAULT's POINT@TEXT rules)
+
+
+def fault(point: str, where: str = "") -> None:
     """Run the fault hook at a named point; free when no hook is set."""
+    global _where
     if _hook is not None:
+        _where = where
         _hook(point)
 
 
@@ -217,9 +222,7 @@ def append(fd: int, data: bytes, label: str) -> None:
 def sync(fd: int, label: str) -> None:
     """fdatasync ``fd``. A failure is final for this descriptor (never retried)."""
     try:
-        fault("before_fsync")
-        if _hook is not None:
-            _hook(f"before_fsync@{label}")
+        fault("before_fsync", label)
         os.fdatasync(fd)
         if _oplog is not None:
             _note("sync", _ino(fd), "fdatasync")
