@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from ._replay_files import By, Filter, Item, Merge, find_sources, parse_time
+from ._replay_files import By, Filter, Item, Merge, find_sources, late_index, parse_time
 from .exceptions import RecorderError
 
 __all__ = ["Clock", "Replay", "ScheduleStats", "SimulatedClock", "SystemClock", "replay", "parse_time"]
@@ -185,7 +185,7 @@ class Replay:
         self.position_ns: int | None = None
         self._sources = find_sources(self.root, self._filter)
         self.files = [s.path for s in self._sources]
-        self._merge = Merge(self._sources, self._filter)
+        self._merge = Merge(self._sources, self._filter, late_index(self._sources, self._filter))
         if speed is not None and self._sources:
             # Before the schedule starts: pyarrow's first file (~0.1 s), and whatever starts within the lookahead.
             self._merge.prefetch(None, parquet=True)
