@@ -427,8 +427,9 @@ def late_index(sources: list[_Source], flt: Filter) -> Late:
 
 
 class Merge:
-    """The sources merged by ``seq``; each is opened when the merge reaches its first ``seq``, or
-    earlier through ``prefetch`` (a Parquet file takes milliseconds to open: better in a long wait)."""
+    """The sources merged by ``seq``, then put in read order (``recorder._order``); each is opened when
+    the merge reaches its first ``seq``, or earlier through ``prefetch`` (a Parquet file takes
+    milliseconds to open: better in a long wait)."""
 
     def __init__(self, sources: list[_Source], flt: Filter, late: Late | None = None) -> None:
         self.pending = list(reversed(sources))  # pop() gives the lowest first_seq
