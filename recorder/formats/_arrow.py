@@ -29,8 +29,8 @@ from ..exceptions import ConversionError, ValidationError
 from ._layout import EXTRA, FROM_ENVELOPE, INTERNAL, NULLS
 
 __all__ = ["EXTRA", "FROM_ENVELOPE", "INTERNAL", "JSON_TYPE", "KEYS", "NULLS", "TIMESTAMP", "UUID_TYPE", "Conv",
-           "Node", "array", "fields_of", "internal_last", "json_text", "merge_fields", "model_keys", "model_node", "model_type",
-           "storage", "to_instant", "to_int", "to_str"]
+           "Node", "array", "fields_of", "internal_last", "json_text", "merge_fields", "model_keys", "model_node",
+           "model_type", "storage", "to_instant", "to_int", "to_str"]
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: The canonical UUID extension type (pyarrow >= 18), else a string.
