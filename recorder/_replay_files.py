@@ -12,6 +12,7 @@ import heapq
 import os
 import re
 from collections.abc import Iterator
+from operator import itemgetter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,9 +20,11 @@ from typing import Any, BinaryIO, Literal
 
 import msgspec
 
+from ._order import Key, Late, late_records, reorder
 from .catalog import Segment
 from .exceptions import CorruptionError
-from .reader import _catalog, _py, walk_data_files
+from ._rows import py
+from .reader import _catalog, walk_data_files
 
 By = Literal["received", "timestamp"]
 
@@ -93,6 +96,8 @@ class _Head(msgspec.Struct):
     timestamp: Any = None
     user_id: Any = None
     session_id: Any = None
+    producer: Any = None
+    pseq: Any = None
 
 
 class _Stored(msgspec.Struct):
@@ -130,6 +135,8 @@ class Item:
     hashing: bool = True
     row: dict[str, Any] | None = None  # Parquet: the envelope, rebuilt as read() does
     size: int = 0  # bytes of the file read since the previous record yielded from it (progress)
+    producer: Any = None
+    pseq: Any = None
 
     def envelope(self) -> dict[str, Any]:
         """The envelope exactly as ``read`` yields it."""
@@ -368,7 +375,7 @@ def _journal_items(path: Path, flt: Filter) -> Iterator[Item]:
             if flt.past(t):
                 return
             if flt.keeps(h.schema_type, h.user_id, h.session_id) and flt.in_window(t):
-                yield Item(h.seq, t, h.schema_type, line, hashing, size=consumed)
+                yield Item(h.seq, t, h.schema_type, line, hashing, size=consumed, producer=h.producer, pseq=h.pseq)
                 consumed = 0
 
 
@@ -384,25 +391,52 @@ def _parquet_items(path: Path, flt: Filter) -> Iterator[Item]:
         for batch in pf.iter_batches(batch_size=16):  # small steps: a row's conversion costs tens of µs
             for row in batch.to_pylist():
                 consumed += per_row
-                e = {k: _py(v, types[k]) for k, v in row.items()}
+                e = {k: py(v, types[k]) for k, v in row.items()}
                 t = flt.time_of(e["received"], e.get("timestamp"))
                 if flt.past(t):
                     return
                 if not (flt.keeps(e["schema_type"], e.get("user_id"), e.get("session_id")) and flt.in_window(t)):
                     continue
-                yield Item(int(e["seq"]), t, e["schema_type"], row=e, size=consumed)
+                yield Item(int(e["seq"]), t, e["schema_type"], row=e, size=consumed, producer=e.get("producer"),
+                           pseq=e.get("pseq"))
                 consumed = 0
 
 
-class Merge:
-    """The sources merged by ``seq``; each is opened when the merge reaches its first ``seq``, or
-    earlier through ``prefetch`` (a Parquet file takes milliseconds to open: better in a long wait)."""
+def _parquet_keys(path: Path, flt: Filter) -> Iterator[Key]:
+    """(seq, producer, pseq) of the rows ``_parquet_items`` yields, from a few columns (no row conversion)."""
+    import pyarrow.parquet as pq
 
-    def __init__(self, sources: list[_Source], flt: Filter) -> None:
+    names = ["seq", "received", "schema_type", "timestamp", "user_id", "session_id", "producer", "pseq"]
+    cols = pq.read_table(path, columns=names).to_pydict()
+    for seq, received, stype, ts, user, session, producer, pseq in zip(*(cols[c] for c in names)):
+        t = parse_time(received if flt.by == "received" else ts, "time")  # datetimes (or None): never raises
+        if flt.past(t):
+            return
+        if flt.keeps(stype, user, session) and flt.in_window(t):
+            yield int(seq), producer, pseq
+
+
+def late_index(sources: list[_Source], flt: Filter) -> Late:
+    """The late records among what a merge of ``sources`` yields (``recorder._order``): one light pass."""
+    def keys(src: _Source) -> Iterator[Key]:
+        if src.path.suffix == ".parquet":
+            return _parquet_keys(src.path, flt)
+        return ((i.seq, i.producer, i.pseq) for i in _journal_items(src.path, flt))
+
+    return late_records(heapq.merge(*map(keys, sources), key=itemgetter(0)))
+
+
+class Merge:
+    """The sources merged by ``seq``, then put in read order (``recorder._order``); each is opened when
+    the merge reaches its first ``seq``, or earlier through ``prefetch`` (a Parquet file takes
+    milliseconds to open: better in a long wait)."""
+
+    def __init__(self, sources: list[_Source], flt: Filter, late: Late | None = None) -> None:
         self.pending = list(reversed(sources))  # pop() gives the lowest first_seq
         self.heap: list[tuple[int, int, Item, Iterator[Item]]] = []
         self.flt = flt
         self.n = 0
+        self._out = reorder(iter(self._next_by_seq, None), _item_key, late or {})
 
     def _open(self, index: int) -> None:
         src = self.pending.pop(index)
@@ -429,6 +463,10 @@ class Merge:
         return False
 
     def next(self) -> Item | None:
+        """The next record in read order (``recorder._order``), or None."""
+        return next(self._out, None)
+
+    def _next_by_seq(self) -> Item | None:
         """The record with the lowest ``seq`` left, or None."""
         heap = self.heap
         while self.pending and (not heap or self.pending[-1].first_seq <= heap[0][0]):
@@ -442,3 +480,7 @@ class Merge:
         else:
             heapq.heapreplace(heap, (nxt.seq, k, nxt, it))
         return item
+
+
+def _item_key(item: Item) -> Key:
+    return item.seq, item.producer, item.pseq

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ConversionError",
     "CorruptionError",
     "DeniedFieldError",
     "DurabilityError",
@@ -56,6 +57,22 @@ class ValidationError(RecorderError, ValueError):
         self.field = field
         self.reason = reason
         super().__init__(f"{schema_type}: field {field!r}: {reason}")
+
+
+class ConversionError(ValidationError):
+    """A recorded value that cannot take its Parquet column's type; ``path`` grows as it unwinds.
+
+    Raised inside the conversion with the schema type unknown (``"?"``); the
+    conversion reports it as a ``ValidationError`` naming the type, the
+    line's ``seq`` and the field path.
+    """
+
+    def __init__(self, reason: str, *path: str) -> None:
+        self.path: list[str] = list(path)
+        super().__init__("?", "".join(path) or "$", reason)
+
+    def __str__(self) -> str:
+        return f"{self.schema_type}: field {''.join(self.path) or '$'!r}: {self.reason}"
 
 
 class UnknownSchemaError(ValidationError):

@@ -5,18 +5,19 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from ._order import Key, late_records, reorder
 from ._progress import Progress
+from ._rows import parquet_rows
 from .exceptions import CorruptionError, NotARecording, UsageError
-from .formats._layout import EXTRA, FROM_ENVELOPE, INTERNAL, NULLS
 from .journal import FORMAT_VERSION, GENESIS, check_line
 
 __all__ = ["read", "read_table", "data_files", "verify", "verify_file", "journal_files", "Problem",
@@ -84,16 +85,17 @@ def _ts(value: str | datetime | None) -> datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
 
 
-def _lines(path: Path, on_problem: OnProblem | None = None) -> Iterator[dict[str, Any]]:
-    """Whole, committed record lines; a malformed line raises, or goes to ``on_problem`` and is skipped."""
+def _lines(path: Path, on_problem: OnProblem | None = None, end: int | None = None) -> Iterator[dict[str, Any]]:
+    """Whole, committed record lines (up to byte ``end``, if given); a malformed line raises, or goes to
+    ``on_problem`` and is skipped."""
     with open(path, "rb") as f:
         first = True
         batch: list[dict[str, Any]] = []
         offset = 0
         for n, line in enumerate(f, 1):
             start, offset = offset, offset + len(line)
-            if not line.endswith(b"\n"):
-                return  # a torn final line was never acknowledged
+            if not line.endswith(b"\n") or (end is not None and offset > end):
+                return  # a torn final line was never acknowledged; past ``end`` is not this read's
             if first:
                 first = False
                 continue  # header
@@ -128,13 +130,18 @@ def read(
     strict: bool = False,
     on_problem: OnProblem | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Yield stored envelopes (metadata plus ``record``) in insertion order.
+    """Yield stored envelopes (metadata plus ``record``) in read order.
 
-    Files are merged by the recorder's sequence number. Time bounds apply to
-    the record's own ``timestamp`` (``since`` inclusive, ``until`` exclusive).
-    A whole line in the middle of a file that is not a JSON object is
-    skipped and reported (to ``on_problem``, else as a logged warning naming
-    the file and line), so one damaged line does not hide the good ones.
+    Files are merged by the recorder's sequence number, except that each
+    producer's records come in its own order (``pseq``): a record that a
+    crash made late holds back the records of its producer that were
+    stored before it with a higher ``pseq`` (docs/FORMAT.md, "Read order").
+    This takes one light pass over the files before the first record. Time
+    bounds apply to the record's own ``timestamp`` (``since`` inclusive,
+    ``until`` exclusive). A whole line in the middle of a file that is not a
+    JSON object is skipped and reported (to ``on_problem``, else as a logged
+    warning naming the file and line), so one damaged line does not hide the
+    good ones. Records appended after the read began are not yielded.
 
     Args:
         root: a data root, or a directory below one (``str`` or ``Path``).
@@ -150,23 +157,83 @@ def read(
     if not strict:
         report = on_problem or _warn
 
-    def keep(e: dict[str, Any]) -> bool:
-        if schema_type is not None and e.get("schema_type") != schema_type:
+    def keep(stype: Any, user: Any, session: Any, timestamp: Any) -> bool:
+        if schema_type is not None and stype != schema_type:
             return False
-        if user_id is not None and e.get("user_id") != user_id:
+        if user_id is not None and user != user_id:
             return False
-        if session_id is not None and e.get("session_id") != session_id:
+        if session_id is not None and session != session_id:
             return False
         if lo is not None or hi is not None:
-            t = _ts(e.get("timestamp"))
+            t = _ts(timestamp)
             if t is None or (lo is not None and t < lo) or (hi is not None and t >= hi):
                 return False
         return True
 
-    streams = [(e for e in _source(p, report) if keep(e))
-               for p in data_files(root, schema_type=schema_type, user_id=user_id, session_id=session_id,
-                                   since=lo, until=hi)]
-    yield from heapq.merge(*streams, key=lambda e: int(e.get("seq", 0)))
+    files = data_files(root, schema_type=schema_type, user_id=user_id, session_id=session_id, since=lo, until=hi)
+    ends: dict[Path, int] = {}
+    late = late_records(heapq.merge(*(_keys(p, keep, ends) for p in files), key=itemgetter(0)))
+    streams = [(e for e in _source(p, report, ends.get(p))
+                if keep(e.get("schema_type"), e.get("user_id"), e.get("session_id"), e.get("timestamp")))
+               for p in files]
+    merged = heapq.merge(*streams, key=_seq)
+    yield from reorder(merged, _key, late)
+
+
+def _seq(e: dict[str, Any]) -> int:
+    return int(e.get("seq", 0))
+
+
+def _key(e: dict[str, Any]) -> Key:
+    return int(e.get("seq", 0)), e.get("producer"), e.get("pseq")
+
+
+class _Head(msgspec.Struct):
+    """What the read order and the filters need of a record line (the record itself is only parsed)."""
+
+    seq: Any = 0
+    schema_type: Any = None
+    timestamp: Any = None
+    user_id: Any = None
+    session_id: Any = None
+    producer: Any = None
+    pseq: Any = None
+    commit: Any = None
+
+
+_head = msgspec.json.Decoder(_Head)
+_KEY_COLUMNS = ("seq", "schema_type", "timestamp", "user_id", "session_id", "producer", "pseq")
+
+
+def _keys(path: Path, keep: Callable[[Any, Any, Any, Any], bool], ends: dict[Path, int]) -> Iterator[Key]:
+    """(seq, producer, pseq) of the records of one file that ``read`` yields, in file order; where a
+    journal's whole lines end goes into ``ends`` (what is appended later is left to a later read)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        cols = pq.read_table(path, columns=list(_KEY_COLUMNS)).to_pydict()
+        for seq, stype, ts, user, session, producer, pseq in zip(*(cols[c] for c in _KEY_COLUMNS)):
+            if keep(stype, user, session, ts):
+                yield int(seq), producer, pseq
+        return
+    batch: list[Key] = []
+    with open(path, "rb") as f:
+        header = f.readline()
+        offset = len(header) if header.endswith(b"\n") else 0
+        for line in f if offset else ():
+            if not line.endswith(b"\n"):
+                break
+            offset += len(line)
+            try:
+                h = _head.decode(line)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # reported by the read itself
+            if keep(h.schema_type, h.user_id, h.session_id, h.timestamp):
+                batch.append((int(h.seq), h.producer, h.pseq))
+            if h.commit is True:
+                yield from batch
+                batch.clear()
+    ends[path] = offset  # whole lines: the read sees the same ones (and reports a bad one as before)
 
 
 def _warn(problem: CorruptionError) -> None:
@@ -181,8 +248,8 @@ def _bound(value: str | datetime | None, name: str) -> datetime | None:
         raise UsageError(name, f"{value!r} is not an ISO-8601 time (e.g. 2026-01-31 or 2026-01-31T12:00:00Z)") from e
 
 
-def _source(path: Path, on_problem: OnProblem | None) -> Iterator[dict[str, Any]]:
-    return _parquet_rows(path) if path.suffix == ".parquet" else _lines(path, on_problem)
+def _source(path: Path, on_problem: OnProblem | None, end: int | None = None) -> Iterator[dict[str, Any]]:
+    return parquet_rows(path) if path.suffix == ".parquet" else _lines(path, on_problem, end)
 
 
 def _catalog(root: Path) -> dict[str, dict[str, Any]]:
@@ -269,69 +336,6 @@ def _header_type(path: Path) -> str | None:
     return t if isinstance(t, str) else None
 
 
-def _py(value: Any, t: Any) -> Any:
-    """An Arrow value (from to_pylist) back into the JSON shapes of the journal."""
-    import pyarrow as pa
-
-    if value is None:
-        return None
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if pa.types.is_map(t):
-        return {k: _py(v, t.item_type) for k, v in value}
-    if pa.types.is_struct(t):
-        return _py_struct(value, t)
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return [_py(v, t.value_type) for v in value]
-    if pa.types.is_timestamp(t):
-        return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    if isinstance(t, pa.BaseExtensionType) and t.extension_name == "arrow.json":
-        return msgspec.json.decode(value)
-    if pa.types.is_date(t):
-        return value.isoformat()
-    if isinstance(t, pa.ExtensionType) or isinstance(value, bytes):
-        return str(value) if not isinstance(value, bytes) else value.hex()
-    return value
-
-
-def _py_struct(value: dict[str, Any], t: Any) -> dict[str, Any]:
-    """A struct back into the object it was: a null is an absent key unless ``_nulls`` names it.
-
-    ``_extra`` is merged in, and keys ``_from_envelope`` names (metadata ids
-    that stood in for keys the record lacked) are left out again. A struct
-    without ``_nulls`` (layout 1) reads every null as an absent key.
-    """
-    nulls = value.get(NULLS) or ()
-    out: dict[str, Any] = {}
-    for f in t:
-        name = f.name
-        if name in INTERNAL:
-            continue
-        v = value.get(name)
-        if v is not None:
-            out[name] = _py(v, f.type)
-        elif name in nulls:
-            out[name] = None
-    extra = value.get(EXTRA)
-    if extra is not None:
-        out.update(msgspec.json.decode(extra) if isinstance(extra, (str, bytes)) else extra)
-    for k in value.get(FROM_ENVELOPE) or ():
-        if k in nulls:
-            out[k] = None
-        else:
-            out.pop(k, None)
-    return out
-
-
-def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    types = {f.name: f.type for f in table.schema}
-    for row in table.to_pylist():
-        yield {k: _py(v, types[k]) for k, v in row.items()}
-
-
 def read_table(root: str | Path, schema_type: str, *, config: str | Path | None = None,
                user_id: str | None = None, session_id: str | None = None,
                since: str | datetime | None = None, until: str | datetime | None = None) -> Any:
@@ -378,7 +382,10 @@ def read_table(root: str | Path, schema_type: str, *, config: str | Path | None 
         mask = pc.and_(mask, pc.greater_equal(table["timestamp"], pa.scalar(lo, table.schema.field("timestamp").type)))
     if hi is not None:
         mask = pc.and_(mask, pc.less(table["timestamp"], pa.scalar(hi, table.schema.field("timestamp").type)))
-    return table.filter(mask).sort_by("seq")
+    table = table.filter(mask).sort_by("seq")
+    keys: list[Key] = list(zip(table["seq"].to_pylist(), table["producer"].to_pylist(), table["pseq"].to_pylist()))
+    late = late_records(keys)  # rows in read order, as read() gives them (docs/FORMAT.md, "Read order")
+    return table.take(list(reorder(range(len(keys)), keys.__getitem__, late))) if late else table
 
 
 def _empty(schema: Any) -> Any:

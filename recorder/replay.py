@@ -1,8 +1,8 @@
 """Play a recording back in recorder order, on its original schedule or faster.
 
-``replay()`` merges the chosen files by ``seq`` (the order ``read`` yields)
-and holds each record back until its original offset from the first one,
-divided by ``speed``. Files are chosen and skipped with the catalog and the
+``replay()`` merges the chosen files in read order (the order ``read``
+yields: by ``seq``, each producer by ``pseq``) and holds each record back
+until its original offset from the first one, divided by ``speed``. Files are chosen and skipped with the catalog and the
 manifests' time ranges, and opened only when the merge reaches them, so
 seeking into a long recording reads only what overlaps the window
 (``recorder._replay_files``). This module holds the clocks and the pacing.
@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from ._replay_files import By, Filter, Item, Merge, find_sources, parse_time
+from ._replay_files import By, Filter, Item, Merge, find_sources, late_index, parse_time
 from .exceptions import RecorderError
 
 __all__ = ["Clock", "Replay", "ScheduleStats", "SimulatedClock", "SystemClock", "replay", "parse_time"]
@@ -185,7 +185,7 @@ class Replay:
         self.position_ns: int | None = None
         self._sources = find_sources(self.root, self._filter)
         self.files = [s.path for s in self._sources]
-        self._merge = Merge(self._sources, self._filter)
+        self._merge = Merge(self._sources, self._filter, late_index(self._sources, self._filter))
         if speed is not None and self._sources:
             # Before the schedule starts: pyarrow's first file (~0.1 s), and whatever starts within the lookahead.
             self._merge.prefetch(None, parquet=True)
@@ -246,7 +246,8 @@ def replay(root: str | Path, *, types: str | Iterable[str] | None = None, user: 
            speed: float | None = 1.0, clock: Clock | None = None, by: By = "received") -> Replay:
     """Play a recording back: stored envelopes in recorder order, at their original pace or faster.
 
-    Records come in the order ``read`` yields them (by ``seq``), across the
+    Records come in the order ``read`` yields them (by ``seq``, each
+    producer by ``pseq``: docs/FORMAT.md, "Read order"), across the
     chosen types. Each is released at its offset from the first record's
     time, divided by ``speed``; the time is the receive time, or with
     ``by="timestamp"`` the record's own ``timestamp`` (a record without

@@ -43,6 +43,28 @@ def _read_file(dir_fd: int, name: str) -> bytes:
         return f.read()
 
 
+class _Line(msgspec.Struct):
+    """The fields of a record line that a manifest summarises (the record is parsed, not built)."""
+
+    seq: Any = msgspec.UNSET
+    received: Any = msgspec.UNSET
+    schema_version: Any = msgspec.UNSET
+    user_id: Any = msgspec.UNSET
+    session_id: Any = msgspec.UNSET
+    producer: Any = msgspec.UNSET
+    pseq: Any = msgspec.UNSET
+    timestamp: Any = msgspec.UNSET
+    h: Any = msgspec.UNSET
+
+
+_line = msgspec.json.Decoder(_Line)
+
+
+def _summary(line: bytes) -> dict[str, Any]:
+    s = _line.decode(line)
+    return {f: v for f in _Line.__struct_fields__ if (v := getattr(s, f)) is not msgspec.UNSET}
+
+
 def build_manifest(data: bytes, rel: str, schema_type: str, fmt: str, stream: str, segment: int,
                    number: int = 0) -> dict[str, Any]:
     """Summarise a sealed journal's bytes into its manifest.
@@ -67,7 +89,7 @@ def build_manifest(data: bytes, rel: str, schema_type: str, fmt: str, stream: st
     producers: dict[str, int] = {}
     head = header.get("h", "")
     for line in lines[1:]:
-        e = msgspec.json.decode(line)
+        e = _summary(line)
         records += 1
         first_seq = e["seq"] if first_seq is None else first_seq
         last_seq = e["seq"]
@@ -295,8 +317,7 @@ class Sealer(threading.Thread):
         data = _read_file(dir_fd, name)
         if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
             raise RuntimeError(f"{rel}: journal changed since it was sealed; not converting")
-        envelopes = [msgspec.json.decode(line) for line in data.split(b"\n")[1:] if line]
-        table = parquet.to_table(envelopes, model_for)
+        table = parquet.to_table([line for line in data.split(b"\n")[1:] if line], model_for)
         pname = stem + ".parquet"
         digest = parquet.write(dir_fd, pname, table, rel[: -len(".jsonl")] + ".parquet")
         size = os.stat(pname, dir_fd=dir_fd, follow_symlinks=False).st_size

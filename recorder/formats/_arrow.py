@@ -1,10 +1,10 @@
-"""Arrow types for pydantic models, and column builders that fill them from decoded JSON.
+"""Arrow types for pydantic models: the plan of each model's column, and the conversion of its leaves.
 
-The format-independent half of the Parquet output: :func:`model_type` derives
-a struct type from a model (the mapping is documented in
-``recorder.formats.parquet``), :class:`RecordColumn` converts JSON records of
-one or more model versions into one Arrow array of their unified type, and
-:func:`merge_fields` unifies the schemas of several versions or files.
+The format-independent half of the Parquet output: :func:`model_node` derives
+from a model the Arrow type of its records and how each JSON value converts
+(the mapping is documented in ``recorder.formats.parquet``);
+:func:`merge_fields` unifies the schemas of several versions or files. The
+conversion of whole records in bulk is ``recorder.formats._bulk``.
 """
 
 from __future__ import annotations
@@ -25,31 +25,23 @@ import pyarrow as pa
 from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
+from ..exceptions import ConversionError, ValidationError
 from ._layout import EXTRA, FROM_ENVELOPE, INTERNAL, NULLS
 
-__all__ = ["EXTRA", "FROM_ENVELOPE", "INTERNAL", "JSON_TYPE", "NULLS", "TIMESTAMP", "UUID_TYPE", "Bad",
-           "RecordColumn", "array", "fields_of", "merge_fields", "model_keys", "model_type", "to_instant", "to_int",
-           "to_str"]
+__all__ = ["EXTRA", "FROM_ENVELOPE", "INTERNAL", "JSON_TYPE", "KEYS", "NULLS", "TIMESTAMP", "UUID_TYPE", "Conv",
+           "Node", "array", "fields_of", "internal_last", "json_text", "merge_fields", "model_keys", "model_node",
+           "model_type", "storage", "to_instant", "to_int", "to_str"]
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: The canonical UUID extension type (pyarrow >= 18), else a string.
 UUID_TYPE = pa.uuid() if hasattr(pa, "uuid") else pa.string()
 #: The canonical JSON extension type (pyarrow >= 19; Parquet's JSON logical type), else a string.
 JSON_TYPE = pa.json_() if hasattr(pa, "json_") else pa.string()
-_KEYS = pa.list_(pa.string())
+KEYS = pa.list_(pa.string())
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 
 Conv = Callable[[Any], Any]
-
-
-class Bad(Exception):
-    """A value that cannot take its column's type; ``path`` grows as it unwinds."""
-
-    def __init__(self, reason: str, *path: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.path: list[str] = list(path)
 
 
 # -- leaf conversions: JSON value -> what pyarrow takes for the column -----------------
@@ -61,7 +53,7 @@ def _lax(target: Any, what: str) -> Conv:
         try:
             return adapter.validate_python(value)
         except Exception as e:  # pydantic's error, or whatever a validator raised
-            raise Bad(f"{value!r} is not a valid {what}") from e
+            raise ConversionError(f"{value!r} is not a valid {what}") from e
 
     return convert
 
@@ -74,14 +66,14 @@ _lax_date = _lax(date, "date")
 _UUID_TYPED = UUID_TYPE != pa.string()
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
     # msgspec re-encodes a decoded value to the journal's own compact text
     return msgspec.json.encode(value).decode()
 
 
 def to_str(value: Any) -> Any:
     """A string as it is; anything else as its JSON text."""
-    return value if type(value) is str else _json_text(value)
+    return value if type(value) is str else json_text(value)
 
 
 def to_int(value: Any) -> Any:
@@ -126,14 +118,14 @@ def _to_uuid(value: Any) -> Any:
     try:
         u = value if isinstance(value, uuid.UUID) else uuid.UUID(value)
     except (TypeError, ValueError, AttributeError) as e:
-        raise Bad(f"{value!r} is not a UUID") from e
+        raise ConversionError(f"{value!r} is not a UUID") from e
     return u.bytes if _UUID_TYPED else str(u)
 
 
 # -- the plan of a model: Arrow types and conversions, derived once per model -----------
 
 @dataclass(frozen=True)
-class _Node:
+class Node:
     """One column of a model: its Arrow type, nullability, and how its JSON values convert.
 
     ``kind`` is ``leaf`` (``conv`` converts a value; values whose Python type
@@ -149,14 +141,14 @@ class _Node:
     kind: str = "leaf"
     conv: Conv | None = None
     exact: type | None = None
-    fields: tuple[tuple[str, str, _Node], ...] = ()
+    fields: tuple[tuple[str, str, Node], ...] = ()
     extra: bool = False
     nulls: bool = False
-    item: _Node | None = None
-    key: _Node | None = None
+    item: Node | None = None
+    key: Node | None = None
     null_ok: bool = False
 
-    def with_nullable(self, nullable: bool) -> _Node:
+    def with_nullable(self, nullable: bool) -> Node:
         return dataclasses.replace(self, nullable=nullable)
 
 
@@ -190,15 +182,15 @@ def _is_uuid_pattern(pattern: str) -> bool:
     return rx.search(_UUID_PROBE) is not None and not any(rx.search(s) for s in _NOT_UUIDS)
 
 
-def _leaf(t: Any, conv: Conv, exact: type | None = None, nullable: bool = False) -> _Node:
-    return _Node(t, nullable, conv=conv, exact=exact)
+def _leaf(t: Any, conv: Conv, exact: type | None = None, nullable: bool = False) -> Node:
+    return Node(t, nullable, conv=conv, exact=exact)
 
 
-def _json(nullable: bool) -> _Node:
-    return _leaf(JSON_TYPE, _json_text, None, nullable)
+def _json(nullable: bool) -> Node:
+    return _leaf(JSON_TYPE, json_text, None, nullable)
 
 
-def _node(tp: Any, metadata: list[Any], stack: tuple[type[BaseModel], ...]) -> _Node:
+def _node(tp: Any, metadata: list[Any], stack: tuple[type[BaseModel], ...]) -> Node:
     """The column of annotation ``tp``, given the field's constraint metadata."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -239,17 +231,17 @@ def _node(tp: Any, metadata: list[Any], stack: tuple[type[BaseModel], ...]) -> _
         if issubclass(tp, BaseModel):
             if tp in stack:
                 return _json(False)  # a recursive model has no finite Arrow type
-            return _model_node(tp, stack)
+            return model_node(tp, stack)
     homogeneous_tuple = origin is tuple and len(args) == 2 and args[1] is Ellipsis
     if origin in (list, set, frozenset, Sequence) or homogeneous_tuple:
         item = _node(args[0], [], stack) if args else _json(True)
-        return _Node(pa.list_(pa.field("item", item.type, item.nullable)), False, "list", item=item)
+        return Node(pa.list_(pa.field("item", item.type, item.nullable)), False, "list", item=item)
     if origin in (dict, Mapping) and len(args) == 2 and args[1] is not Any:
         key = _node(args[0], [], stack)
         if key.nullable or key.kind != "leaf":
             return _json(False)
         item = _node(args[1], [], stack)
-        return _Node(pa.map_(key.type, pa.field("value", item.type, item.nullable)), False, "map",
+        return Node(pa.map_(key.type, pa.field("value", item.type, item.nullable)), False, "map",
                      item=item, key=key)
     return _json(False)
 
@@ -261,15 +253,15 @@ def _key(name: str, info: FieldInfo) -> str:
     return info.alias or name
 
 
-_models: dict[type[BaseModel], _Node] = {}
+_models: dict[type[BaseModel], Node] = {}
 
 
-def _model_node(model: type[BaseModel], stack: tuple[type[BaseModel], ...] = ()) -> _Node:
+def model_node(model: type[BaseModel], stack: tuple[type[BaseModel], ...] = ()) -> Node:
     # only roots are cached: a node built under a recursion guard depends on the path to it
     cached = _models.get(model) if not stack else None
     if cached is not None:
         return cached
-    fields: list[tuple[str, str, _Node]] = []
+    fields: list[tuple[str, str, Node]] = []
     for name, info in model.model_fields.items():
         n = _node(info.annotation, list(info.metadata), (*stack, model))
         # nullable: a null in the column is an absent key, or (listed in _nulls) an explicit null
@@ -280,322 +272,13 @@ def _model_node(model: type[BaseModel], stack: tuple[type[BaseModel], ...] = ())
     nulls = any(n.null_ok for _, _, n in fields)  # only then can a key hold an explicit null
     arrow = [pa.field(k, n.type, n.nullable) for k, _, n in fields]
     if nulls:
-        arrow.append(pa.field(NULLS, _KEYS, True))
+        arrow.append(pa.field(NULLS, KEYS, True))
     if extra:
         arrow.append(pa.field(EXTRA, JSON_TYPE, True))
-    node = _Node(pa.struct(arrow), False, "struct", fields=tuple(fields), extra=extra, nulls=nulls)
+    node = Node(pa.struct(arrow), False, "struct", fields=tuple(fields), extra=extra, nulls=nulls)
     if not stack:
         _models[model] = node
     return node
-
-
-# -- column builders: values go straight into per-column Python lists -----------------
-
-def _filler(t: Any) -> Any:
-    """A placeholder for a non-nullable child of a null struct (the Parquet writer wants one)."""
-    if isinstance(t, pa.BaseExtensionType):
-        t = t.storage_type
-    if pa.types.is_boolean(t):
-        return False
-    if pa.types.is_integer(t) or pa.types.is_temporal(t):
-        return 0
-    if pa.types.is_floating(t):
-        return 0.0
-    if pa.types.is_fixed_size_binary(t):
-        return bytes(t.byte_width)
-    if pa.types.is_string(t):
-        return ""
-    if pa.types.is_binary(t):
-        return b""
-    return None
-
-
-class _Builder:
-    """The values of one column of the table being built, in row order."""
-
-    def __init__(self, t: Any) -> None:
-        self.type = t
-
-    def null(self) -> None:
-        raise NotImplementedError
-
-    def filler(self) -> None:
-        raise NotImplementedError
-
-    def finish(self) -> Any:
-        raise NotImplementedError
-
-
-class _LeafBuilder(_Builder):
-    def __init__(self, t: Any) -> None:
-        super().__init__(t)
-        self.values: list[Any] = []
-        self._fill = _filler(t)
-
-    def null(self) -> None:
-        self.values.append(None)
-
-    def filler(self) -> None:
-        self.values.append(self._fill)
-
-    def finish(self) -> Any:
-        return array(self.values, self.type)
-
-
-def _mask(mask: list[bool]) -> Any:
-    return pa.array(mask, pa.bool_()) if any(mask) else None
-
-
-class _StructBuilder(_Builder):
-    def __init__(self, t: Any) -> None:
-        super().__init__(t)
-        self.fields = fields_of(t)
-        self.children = {f.name: _builder(f.type) for f in self.fields}
-        self.mask: list[bool] = []
-
-    def null(self) -> None:
-        self.mask.append(True)
-        for f in self.fields:
-            c = self.children[f.name]
-            c.filler() if not f.nullable else c.null()
-
-    def filler(self) -> None:
-        self.mask.append(False)
-        for f in self.fields:
-            c = self.children[f.name]
-            c.filler() if not f.nullable else c.null()
-
-    def finish(self) -> Any:
-        arrays = [self.children[f.name].finish() for f in self.fields]
-        return pa.StructArray.from_arrays(arrays, fields=self.fields, mask=_mask(self.mask))
-
-
-class _ListBuilder(_Builder):
-    def __init__(self, t: Any) -> None:
-        super().__init__(t)
-        self.offsets = [0]
-        self.mask: list[bool] = []
-        self.item = _builder(t.value_type if not pa.types.is_map(t) else t.item_type)
-
-    def null(self) -> None:
-        self.offsets.append(self.offsets[-1])
-        self.mask.append(True)
-
-    def filler(self) -> None:
-        self.offsets.append(self.offsets[-1])
-        self.mask.append(False)
-
-    def finish(self) -> Any:
-        offsets = pa.array(self.offsets, pa.int32())
-        return pa.ListArray.from_arrays(offsets, self.item.finish(), type=self.type, mask=_mask(self.mask))
-
-
-class _MapBuilder(_ListBuilder):
-    def __init__(self, t: Any) -> None:
-        super().__init__(t)
-        self.key = _builder(t.key_type)
-
-    def finish(self) -> Any:
-        offsets = pa.array(self.offsets, pa.int32())
-        return pa.MapArray.from_arrays(offsets, self.key.finish(), self.item.finish(), type=self.type,
-                                       mask=_mask(self.mask))
-
-
-def _builder(t: Any) -> _Builder:
-    if pa.types.is_struct(t):
-        return _StructBuilder(t)
-    if pa.types.is_map(t):
-        return _MapBuilder(t)
-    if pa.types.is_list(t):
-        return _ListBuilder(t)
-    return _LeafBuilder(t)
-
-
-_Add = Callable[[Any], None]
-
-
-def _bind(node: _Node, b: _Builder) -> _Add:
-    """A function appending one non-null JSON value, converted per ``node``, to ``b``.
-
-    ``b`` may hold more than ``node`` declares (the union of several
-    versions): what ``node`` lacks is appended as null.
-    """
-    if node.kind == "struct":
-        return _bind_struct(node, b)
-    if node.kind in ("list", "map"):
-        return _bind_list(node, b)
-    assert isinstance(b, _LeafBuilder) and node.conv is not None
-    values, conv, exact = b.values, node.conv, node.exact
-    if exact is None:
-        return lambda v: values.append(conv(v))
-    return lambda v: values.append(v if type(v) is exact else conv(v))
-
-
-class _Never:
-    """A type no JSON value has."""
-
-
-def _fast(node: _Node, b: _Builder) -> tuple[type, list[Any]]:
-    """(exact type, values list) for appending a leaf's already-typed values inline.
-
-    Leaves without an exact type, and other nodes, get a type no value has,
-    so the inline test never passes for them.
-    """
-    if node.kind == "leaf" and node.exact is not None and isinstance(b, _LeafBuilder):
-        return node.exact, b.values
-    return _Never, []
-
-
-# The adders below inline the append of already-typed leaf values (most of
-# them): a function call per leaf would double the cost of a conversion.
-
-def _keys_adder(b: _Builder | None) -> Callable[[list[str] | None], None]:
-    """A function appending one row of a ``_nulls``/``_from_envelope`` column: a list of keys, or null."""
-    if b is None:
-        return lambda keys: None
-    assert isinstance(b, _ListBuilder) and isinstance(b.item, _LeafBuilder)
-    offsets, mask, values = b.offsets, b.mask, b.item.values
-
-    def add(keys: list[str] | None) -> None:
-        if keys:
-            values.extend(keys)
-            offsets.append(offsets[-1] + len(keys))
-            mask.append(False)
-        else:
-            offsets.append(offsets[-1])
-            mask.append(True)
-
-    return add
-
-
-def _bind_struct(node: _Node, b: _Builder) -> Callable[..., None]:
-    """The adder of a struct: ``add(value, fill=None)``.
-
-    ``fill`` (the record struct only) maps keys the value lacks to the
-    values that stand in for them (ids given as metadata); those keys are
-    listed in ``_from_envelope``. A key present with JSON null is listed in
-    ``_nulls``: an absent key and an explicit null differ.
-    """
-    assert isinstance(b, _StructBuilder)
-    steps = [(key, name, _bind(n, b.children[key]), b.children[key], n.nullable, *_fast(n, b.children[key]))
-             for key, name, n in node.fields]
-    mine = {key for key, _, _ in node.fields}
-    known = frozenset(mine | {name for _, name, _ in node.fields})
-    internal = {NULLS} if node.nulls else set()
-    if node.extra:
-        internal.add(EXTRA)
-    absent = [c for k, c in b.children.items() if k not in mine and k not in internal and k != FROM_ENVELOPE]
-    extra = b.children[EXTRA].values if node.extra else None  # type: ignore[attr-defined]
-    add_nulls = _keys_adder(b.children.get(NULLS) if node.nulls else None)
-    add_filled = _keys_adder(b.children.get(FROM_ENVELOPE))
-    mask = b.mask
-
-    def add(value: Any, fill: dict[str, Any] | None = None) -> None:
-        if not isinstance(value, dict):
-            raise Bad(f"expected an object, got {type(value).__name__}")
-        explicit: list[str] | None = None
-        filled: list[str] | None = None
-        for key, name, add_child, child, nullable, exact, values in steps:
-            v = value.get(key)
-            if v is None and name != key:
-                v = value.get(name)  # populate_by_name: the field under its own name
-            if type(v) is exact:
-                values.append(v)
-                continue
-            if v is None:
-                present = key in value or (name != key and name in value)
-                if present:  # explicit null: kept apart from an absent key
-                    if not node.nulls:
-                        raise Bad("null, but the model's type does not admit null", f".{key}")
-                    explicit = [key] if explicit is None else [*explicit, key]
-                if fill is not None and key in fill:
-                    v = fill[key]  # a metadata id validation used in its place
-                    filled = [key] if filled is None else [*filled, key]
-                elif not nullable:
-                    raise Bad("null, but the model requires a value" if present
-                              else "missing, but the model requires it", f".{key}")
-                else:
-                    child.null()
-                    continue
-                if type(v) is exact:
-                    values.append(v)
-                    continue
-            try:
-                add_child(v)
-            except Bad as e:
-                e.path.insert(0, f".{key}")
-                raise
-        for child in absent:
-            child.null()
-        if node.nulls:
-            add_nulls(explicit)
-        add_filled(filled)
-        if extra is not None:
-            extra.append(None if known.issuperset(value) else
-                         _json_text({k: v for k, v in value.items() if k not in known}))
-        mask.append(False)
-
-    return add
-
-
-def _bind_list(node: _Node, b: _Builder) -> _Add:
-    assert isinstance(b, _ListBuilder) and node.item is not None
-    item, add_item, nullable = b.item, _bind(node.item, b.item), node.item.nullable
-    exact, values = _fast(node.item, b.item)
-    offsets, mask = b.offsets, b.mask
-
-    def add_null() -> None:
-        if not nullable:
-            raise Bad("null, but the model does not allow it")
-        item.null()
-
-    if node.kind == "list":
-        def add(value: Any) -> None:
-            if not isinstance(value, list):
-                raise Bad(f"expected an array, got {type(value).__name__}")
-            for i, v in enumerate(value):
-                if type(v) is exact:
-                    values.append(v)
-                    continue
-                try:
-                    if v is not None:
-                        add_item(v)
-                    else:
-                        add_null()
-                except Bad as e:
-                    e.path.insert(0, f"[{i}]")
-                    raise
-            offsets.append(offsets[-1] + len(value))
-            mask.append(False)
-
-        return add
-
-    assert isinstance(b, _MapBuilder) and node.key is not None
-    add_key = _bind(node.key, b.key)
-    key_exact, keys = _fast(node.key, b.key)
-
-    def add_map(value: Any) -> None:
-        if not isinstance(value, dict):
-            raise Bad(f"expected an object, got {type(value).__name__}")
-        for k, v in value.items():
-            try:
-                if type(k) is key_exact:
-                    keys.append(k)
-                else:
-                    add_key(k)
-                if type(v) is exact:
-                    values.append(v)
-                elif v is not None:
-                    add_item(v)
-                else:
-                    add_null()
-            except Bad as e:
-                e.path.insert(0, f"[{k!r}]")
-                raise
-        offsets.append(offsets[-1] + len(value))
-        mask.append(False)
-
-    return add_map
 
 
 # -- unifying the schemas of several versions ---------------------------------------
@@ -619,10 +302,10 @@ def merge_fields(a: Sequence[Any], b: Sequence[Any], where: str) -> list[Any]:
         else:
             t = _merge_type(fa.type, fb.type, f"{where}.{name}" if where else name)
             out.append(pa.field(name, t, fa.nullable or fb.nullable))
-    return _internal_last(out)
+    return internal_last(out)
 
 
-def _internal_last(fields: list[Any]) -> list[Any]:
+def internal_last(fields: list[Any]) -> list[Any]:
     """The layout's own columns after the declared ones (and after those newer versions add), in fixed order."""
     return ([f for f in fields if f.name not in INTERNAL]
             + sorted((f for f in fields if f.name in INTERNAL), key=lambda f: INTERNAL.index(f.name)))
@@ -645,86 +328,39 @@ def _merge_type(a: Any, b: Any, where: str) -> Any:
         return pa.map_(key, item)
     if pa.types.is_list(a) and pa.types.is_list(b):
         return pa.list_(merge_fields([a.value_field], [b.value_field], where)[0])
-    raise ValueError(f"column {where!r} is {a} in one version and {b} in another; "
-                     "a minor version may only add fields")
+    raise ValidationError("?", where, f"column {where!r} is {a} in one version and {b} in another; "
+                          "a minor version may only add fields")
 
 
 # -- arrays ----------------------------------------------------------------------------
 
-def _storage(t: Any) -> Any:
+def storage(t: Any) -> Any:
     """``t`` with every extension type replaced by its storage type."""
     if isinstance(t, pa.BaseExtensionType):
         return t.storage_type
     if pa.types.is_struct(t):
-        return pa.struct([f.with_type(_storage(f.type)) for f in fields_of(t)])
+        return pa.struct([f.with_type(storage(f.type)) for f in fields_of(t)])
     if pa.types.is_map(t):
-        return pa.map_(_storage(t.key_type), t.item_field.with_type(_storage(t.item_type)))
+        return pa.map_(storage(t.key_type), t.item_field.with_type(storage(t.item_type)))
     if pa.types.is_list(t):
-        return pa.list_(t.value_field.with_type(_storage(t.value_type)))
+        return pa.list_(t.value_field.with_type(storage(t.value_type)))
     return t
 
 
 def array(values: list[Any], t: Any) -> Any:
+    """One Arrow array of type ``t`` from Python values (UUIDs as ``uuid.UUID`` or 16 bytes)."""
     # pyarrow cannot build extension values (arrow.uuid) nested in Python
     # objects: build the storage (16-byte binary) and cast, which is free.
-    storage = _storage(t)
-    array = pa.array(values, type=storage)
-    return array if storage.equals(t) else array.cast(t)
+    base = storage(t)
+    built = pa.array(values, type=base)
+    return built if base.equals(t) else built.cast(t)
 
-
-# -- the record column ------------------------------------------------------------------
 
 def model_type(model: type[BaseModel]) -> Any:
     """The Arrow struct type of a record of ``model``."""
-    return _model_node(model).type
+    return model_node(model).type
 
 
 def model_keys(model: type[BaseModel]) -> frozenset[str]:
     """The JSON keys the fields of ``model`` declare."""
-    return frozenset(k for k, _, _ in _model_node(model).fields)
-
-
-class RecordColumn:
-    """Records of one or more versions of a model, converted into one struct column.
-
-    The column's type is the union of the versions' struct types (oldest
-    first, so columns a newer version adds come last); each record is
-    converted as its own version's model sees it. With ``envelope_keys``,
-    a model that declares any of them gets a ``_from_envelope`` column.
-
-    Raises:
-        ValueError: two versions give one column different types.
-    """
-
-    def __init__(self, models: Sequence[type[BaseModel]], envelope_keys: Iterable[str] = ()) -> None:
-        fields = fields_of(model_type(models[0]))
-        for m in models[1:]:
-            fields = merge_fields(fields, fields_of(model_type(m)), "")
-        wanted = frozenset(envelope_keys)
-        if any(model_keys(m) & wanted for m in models):
-            fields = _internal_last([*fields, pa.field(FROM_ENVELOPE, _KEYS, True)])
-        self.type = pa.struct(fields)
-        self._builder = _StructBuilder(self.type)
-        self._adders: dict[type[BaseModel], Callable[..., None]] = {}
-
-    def append(self, model: type[BaseModel], record: Any, fill: dict[str, Any] | None = None) -> None:
-        """Append one decoded JSON record of ``model``.
-
-        Args:
-            model: the model of the record's version.
-            record: the decoded record.
-            fill: values that stand in for keys the record lacks (ids its
-                producer gave as metadata), listed in ``_from_envelope``.
-
-        Raises:
-            Bad: a value cannot take its column's type (the column is then
-                left half appended: discard it).
-        """
-        add = self._adders.get(model)
-        if add is None:
-            add = self._adders[model] = _bind_struct(_model_node(model), self._builder)
-        add(record, fill)
-
-    def finish(self) -> Any:
-        """The column as one Arrow struct array."""
-        return self._builder.finish()
+    return frozenset(k for k, _, _ in model_node(model).fields)

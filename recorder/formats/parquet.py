@@ -96,20 +96,20 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from .. import _durable
-from ..exceptions import ValidationError
+from ..exceptions import ConversionError, UsageError, ValidationError
 from ..registry import parse_version
 from ._arrow import (
     EXTRA,
     FROM_ENVELOPE,
     INTERNAL,
     JSON_TYPE,
+    KEYS,
     NULLS,
     TIMESTAMP,
-    Bad,
     Conv,
-    RecordColumn,
     array,
     fields_of,
+    internal_last,
     merge_fields,
     model_keys,
     model_type,
@@ -117,6 +117,7 @@ from ._arrow import (
     to_int,
     to_str,
 )
+from ._bulk import envelope_row, no_gc, plain, shaper, typed_envelope
 
 __all__ = [
     "EXTRA",
@@ -165,13 +166,13 @@ def _maybe_instant(value: Any) -> int | None:
     # whose timestamp is not a time keeps it in the record column only.
     try:
         return to_instant(value)
-    except (Bad, ValueError, TypeError, OverflowError):
+    except (ConversionError, ValueError, TypeError, OverflowError):
         return None
 
 
 def _to_tags(value: Any) -> Any:
     if not isinstance(value, dict):
-        raise Bad(f"expected an object, got {type(value).__name__}")
+        raise ConversionError(f"expected an object, got {type(value).__name__}")
     return [(to_str(k), to_str(v)) for k, v in value.items()]
 
 
@@ -238,17 +239,21 @@ def _metadata(schema_type: str, versions: Iterable[str]) -> dict[bytes, bytes]:
 
 # -- journal envelopes -> table --------------------------------------------------------
 
-def to_table(envelopes: Iterable[dict[str, Any]],
+def to_table(lines: Iterable[bytes | dict[str, Any]],
              model_for: Callable[[str], type[BaseModel]]) -> pa.Table:
-    """Turn decoded journal record lines of one schema type into one table.
+    """Turn the record lines of one schema type into one table, in bulk.
 
     Each record is converted with the model of its own version; the table's
     ``record`` column has the union of the columns of every version present
     (columns added by a newer minor version are null in older rows). The
-    journal's chain fields (``commit``, ``prev``, ``h``) are ignored.
+    journal's chain fields (``commit``, ``prev``, ``h``) are ignored. Each
+    line takes one typed decode and each column one pyarrow call
+    (``recorder.formats._bulk``); a line with lax values is converted value by
+    value, with the same result.
 
     Args:
-        envelopes: record lines as ``msgspec.json.decode`` returns them, in journal order.
+        lines: record lines as stored (bytes, newline optional) or decoded
+            (``msgspec.json.decode``'s dicts), in journal order.
         model_for: the model of a schema version (``TypeSpec.model_for``).
 
     Returns:
@@ -259,65 +264,105 @@ def to_table(envelopes: Iterable[dict[str, Any]],
         ValidationError: a line whose value cannot take its column's type
             (naming the line's ``seq`` and the field path), lines of several
             schema types, or versions whose models disagree on a column's type.
-        ValueError: no envelopes at all (a file needs a record to know its schema).
+        UsageError: no lines at all (a file needs a record to know its schema).
     """
-    lines = list(envelopes)
-    if not lines:
-        raise ValueError("no records: a Parquet file needs at least one record to know its schema")
-    schema_type = str(lines[0].get("schema_type"))
+    raw = [line if isinstance(line, bytes) else msgspec.json.encode(line) for line in lines]
+    if not raw:
+        raise UsageError("lines", "no records: a Parquet file needs at least one record to know its schema")
+    with no_gc():
+        return _to_table(raw, model_for)
+
+
+def _to_table(raw: list[bytes], model_for: Callable[[str], type[BaseModel]]) -> pa.Table:
+    typed = [typed_envelope(line) for line in raw]
+    decoded: dict[int, Any] = {i: msgspec.json.decode(raw[i]) for i, e in enumerate(typed) if e is None}
+    first = typed[0]
+    schema_type = first.schema_type if first is not None else str(_get(decoded[0], "schema_type"))
     models: dict[str, type[BaseModel]] = {}
-    for env in lines:
-        version = str(env.get("schema_version"))
+    for i, env in enumerate(typed):
+        version = env.schema_version if env is not None else str(_get(decoded[i], "schema_version"))
         if version not in models:
             models[version] = model_for(version)
     versions = sorted(models, key=_version_key)
+    record_type = _record_type([models[v] for v in versions], schema_type)
+    shapers = {v: shaper(m, _FROM_ENVELOPE) for v, m in models.items()}
+    rows: list[tuple[Any, ...]] = []
+    records: list[dict[str, Any]] = []
+    for i, env in enumerate(typed):
+        if env is not None and env.schema_type == schema_type:
+            try:
+                records.append(shapers[env.schema_version].typed(env))
+                rows.append(envelope_row(env))
+                continue
+            except Exception as e:  # noqa: BLE001 - plain() says which mean "decide value by value"
+                if not plain(e):
+                    raise
+        e_dict = decoded[i] if i in decoded else msgspec.json.decode(raw[i])
+        try:
+            row, record = _plain_line(e_dict, schema_type, shapers)
+        except ConversionError as e:
+            # nothing is made a table of what was converted so far
+            raise ValidationError(schema_type, "".join(e.path) or "$",
+                                  f"line seq {_get(e_dict, 'seq')}: {e.reason}") from e
+        rows.append(row)
+        records.append(record)
+    schema = pa.schema([*_envelope_fields(), pa.field("record", record_type, False)],
+                       metadata=_metadata(schema_type, versions))
     try:
-        records = RecordColumn([models[v] for v in versions], _FROM_ENVELOPE)
+        arrays = [array(list(col), f.type) for col, f in zip(zip(*rows), schema)]
+        arrays.append(array(records, record_type))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+        raise ValidationError(schema_type, "$", "a value does not fit its column's type") from e
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _get(env: Any, key: str) -> Any:
+    return env.get(key) if isinstance(env, dict) else None
+
+
+def _record_type(models: Sequence[type[BaseModel]], schema_type: str) -> Any:
+    """The record column's type: the union of the versions' structs (oldest first), plus ``_from_envelope``."""
+    fields = fields_of(model_type(models[0]))
+    try:
+        for m in models[1:]:
+            fields = merge_fields(fields, fields_of(model_type(m)), "")
     except ValueError as e:
         raise ValidationError(schema_type, "$", str(e)) from e
-    keys = {v: model_keys(m) for v, m in models.items()}
-    columns: list[list[Any]] = [[] for _ in _ENVELOPE]
-    for env in lines:
+    if any(model_keys(m) & set(_FROM_ENVELOPE) for m in models):
+        fields = internal_last([*fields, pa.field(FROM_ENVELOPE, KEYS, True)])
+    return pa.struct(fields)
+
+
+def _plain_line(env: Any, schema_type: str, shapers: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """One line's envelope columns and record, value by value (the rules the typed decode must agree with)."""
+    if not isinstance(env, dict):
+        raise ConversionError(f"expected an object, got {type(env).__name__}")
+    if env.get("schema_type") != schema_type:
+        raise ConversionError(f"is {env.get('schema_type')!r}, not {schema_type!r}: one file holds one type",
+                              "schema_type")
+    row: list[Any] = []
+    for name, _, nullable, conv in _ENVELOPE:
+        v = env.get(name)
+        if v is None:
+            if not nullable:
+                raise ConversionError("missing from the envelope", name)
+            row.append(None)
+            continue
         try:
-            if env.get("schema_type") != schema_type:
-                raise Bad(f"is {env.get('schema_type')!r}, not {schema_type!r}: one file holds one type",
-                          "schema_type")
-            for i, (name, _, nullable, conv) in enumerate(_ENVELOPE):
-                v = env.get(name)
-                if v is None:
-                    if not nullable:
-                        raise Bad("missing from the envelope", name)
-                    columns[i].append(None)
-                    continue
-                try:
-                    columns[i].append(conv(v))
-                except Bad as e:
-                    e.path.insert(0, name)
-                    raise
-            version = str(env["schema_version"])
-            record = env.get("record")
-            fill = None
-            if isinstance(record, dict):
-                missing = [k for k in _FROM_ENVELOPE
-                           if k in keys[version] and record.get(k) is None and env.get(k) is not None]
-                if missing:  # given as metadata beside the record: validation used these
-                    fill = {k: env[k] for k in missing}
-            elif record is None:
-                raise Bad("missing from the envelope", "record")
-            try:
-                records.append(models[version], record, fill)
-            except Bad as e:
-                e.path.insert(0, "record")
-                raise
-        except Bad as e:
-            # the columns are half appended now: they are dropped, never made a table
-            raise ValidationError(schema_type, "".join(e.path) or "$",
-                                  f"line seq {env.get('seq')}: {e.reason}") from e
-    schema = pa.schema([*_envelope_fields(), pa.field("record", records.type, False)],
-                       metadata=_metadata(schema_type, versions))
-    arrays = [array(col, f.type) for col, f in zip(columns, schema)]
-    arrays.append(records.finish())
-    return pa.Table.from_arrays(arrays, schema=schema)
+            row.append(conv(v))
+        except ConversionError as e:
+            e.path.insert(0, name)
+            raise
+    record = env.get("record")
+    if record is None:
+        raise ConversionError("missing from the envelope", "record")
+    s = shapers[str(env["schema_version"])]
+    try:
+        shaped = s.full(record, s.fill(record, env))
+    except ConversionError as e:
+        e.path.insert(0, "record")
+        raise
+    return tuple(row), shaped
 
 
 # -- writing and reading files -----------------------------------------------------------
@@ -422,11 +467,11 @@ def read_table(paths: Sequence[str | PathLike[str]]) -> pa.Table:
         One table; its metadata lists every schema version present.
 
     Raises:
-        ValueError: no paths, or files of different schema types.
+        UsageError: no paths, or files of different schema types.
         ValidationError: files whose versions disagree on a column's type.
     """
     if not paths:
-        raise ValueError("read_table needs at least one file")
+        raise UsageError("paths", "read_table needs at least one file")
     return concat([pq.read_table(Path(p)) for p in paths])
 
 
@@ -434,11 +479,11 @@ def concat(tables: Sequence[pa.Table]) -> pa.Table:
     """Concatenate tables of one schema type (files, or journals via to_table) under their unified schema.
 
     Raises:
-        ValueError: no tables, or tables of different schema types.
+        UsageError: no tables, or tables of different schema types.
         ValidationError: versions that disagree on a column's type.
     """
     if not tables:
-        raise ValueError("concat needs at least one table")
+        raise UsageError("tables", "concat needs at least one table")
     schema_types: set[str] = set()
     versions: list[str] = []
     for t in tables:
@@ -448,7 +493,7 @@ def concat(tables: Sequence[pa.Table]) -> pa.Table:
         if _META_VERSIONS in meta:
             versions.extend(msgspec.json.decode(meta[_META_VERSIONS]))
     if len(schema_types) > 1:
-        raise ValueError(f"files of several schema types: {', '.join(sorted(schema_types))}")
+        raise UsageError("tables", f"files of several schema types: {', '.join(sorted(schema_types))}")
     schema_type = schema_types.pop() if schema_types else "?"
     unified = _unify([t.schema.remove_metadata() for t in tables], schema_type)
     unified = unified.with_metadata(_metadata(schema_type, versions) if schema_type != "?" else {})
