@@ -19,8 +19,8 @@ from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
 from .exceptions import RecorderError
 from .journal import GENESIS, Journal, Recovery
 
-__all__ = ["SEALED_ROWS", "SEALED_TAIL", "EventSink", "has_manifest", "manifest_of", "open_journal", "read_all",
-           "recent_time", "sealed_tail", "segment_counts", "stored_head"]
+__all__ = ["SEALED_ROWS", "SEALED_TAIL", "EventSink", "has_manifest", "manifest_of", "open_journal", "pseqs_after",
+           "read_all", "recent_time", "sealed_tail", "segment_counts", "stored_head"]
 
 EventSink = Callable[[str, dict[str, Any]], None]
 SEALED_TAIL = 4 << 20  # bytes of a sealed journal's end read for de-duplication
@@ -81,6 +81,75 @@ def sealed_tail(root_fd: int, rel: str) -> list[dict[str, Any]]:
         return rows[-SEALED_ROWS:]
     finally:
         _durable.close(dir_fd)
+
+
+class _Numbers(msgspec.Struct):
+    seq: int = 0
+    producer: str = ""
+    pseq: int = 0
+
+
+_numbers = msgspec.json.Decoder(_Numbers)
+_STEP = 1 << 20
+
+
+def pseqs_after(root_fd: int, rel: str, upto: int, limit: int | None = None) -> list[tuple[str, int]]:
+    """(producer, pseq) of every record line of ``rel`` (a journal, or its Parquet file once the journal
+    is gone) whose recorder seq is above ``upto``: read from the end back to the first line at or below
+    (or, with ``limit``, no further back than that many bytes or SEALED_ROWS rows)."""
+    *dirs, name = rel.split("/")
+    try:
+        dir_fd = _durable.open_dirs(root_fd, dirs, rel)
+    except RecorderError:
+        return []
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            rows = _parquet_after(dir_fd, name[: -len(".jsonl")] + ".parquet", upto)
+            return rows[-SEALED_ROWS:] if limit is not None else rows
+        with os.fdopen(fd, "rb") as f:
+            return _journal_after(f.fileno(), upto, limit)
+    finally:
+        _durable.close(dir_fd)
+
+
+def _journal_after(fd: int, upto: int, limit: int | None) -> list[tuple[str, int]]:
+    end = os.fstat(fd).st_size
+    stop = 0 if limit is None else max(0, end - limit)
+    out: list[tuple[str, int]] = []
+    rest = b""  # the start of the line that straddles the chunk read before
+    while end > stop:
+        start = max(stop, end - _STEP)
+        chunk = os.pread(fd, end - start, start) + rest
+        lines = chunk.split(b"\n")
+        rest = lines.pop(0) if start > 0 else b""
+        for ln in reversed(lines):
+            if not ln:
+                continue
+            try:
+                n = _numbers.decode(ln)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # a header, or a torn line
+            if n.seq and n.seq <= upto:
+                return out
+            if n.producer and n.pseq:
+                out.append((n.producer, n.pseq))
+        end = start
+    return out
+
+
+def _parquet_after(dir_fd: int, name: str, upto: int) -> list[tuple[str, int]]:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return []
+    import pyarrow.parquet as pq
+
+    with os.fdopen(fd, "rb") as f:
+        t = pq.read_table(f, columns=["seq", "producer", "pseq"], filters=[("seq", ">", upto)])
+    return [(p, q) for p, q in zip(t.column("producer").to_pylist(), t.column("pseq").to_pylist())
+            if isinstance(p, str) and isinstance(q, int)]
 
 
 def _load(dir_fd: int, name: str) -> Any:

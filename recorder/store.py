@@ -31,6 +31,8 @@ from .validation import encode_record, quarantine_copy, safe_json
 from .catalog import Catalog
 from .publish._state import data_bytes, unpublished_check
 from .segments import Sealer, Usage
+from ._dedup import DurableIndex
+from ._segfiles import SEALED_TAIL, pseqs_after
 from .writer import Entry, TypeWriter, open_journal
 
 __all__ = ["Store", "INTERNAL_DIR"]
@@ -183,6 +185,7 @@ class Store:
         }
         self.sealer.finished = {name: w.finished for name, w in self.writers.items()}
         self._state_fd = state_fd
+        self.state_fd = state_fd  # _recorder/state: the service's checkpoints go here
         for seg in self.catalog.search(include_deleted=False):
             m = seg.manifest
             self.usage.add(m["schema_type"], m.get("parquet", {}).get("bytes", 0)
@@ -194,6 +197,14 @@ class Store:
                 producer, pseq = line.get("producer"), line.get("pseq")
                 if isinstance(producer, str) and isinstance(pseq, int):
                     self.on_disk.setdefault(producer, set()).add(pseq)
+        #: every durable pseq per producer: the last checkpoint, and what the files written since hold
+        self.durable = DurableIndex.load(state_fd)
+        for w in self.writers.values():
+            for rel in sorted(w.active):
+                # no checkpoint yet (a recording made before it existed): the files' ends only
+                limit = None if self.durable.loaded else SEALED_TAIL
+                for producer, pseq in pseqs_after(self.root_fd, rel, self.durable.upto, limit):
+                    self.durable.add(producer, pseq)
         self.sealer.start()
         self.event("recorder_start", {"data_root": self.root, "config": self.config.source,
                                       "config_digest": self.config.digest})

@@ -74,6 +74,8 @@ class WriterActor:
         self._cv = threading.Condition(threading.Lock())
         self._stopping = False
         self.buffered = 0  # bytes in the front buffer and the batch being committed
+        self.submitted_upto = 0  # the highest recorder seq handed to this actor (the loop's)
+        self.reported_upto = 0  # the highest seq whose batch was reported (set after the report)
         self.queued = 0  # records likewise
         self._thread = threading.Thread(target=self._run, name=f"sync-{schema_type}", daemon=True)
         # counters read by `recorder stats` (written only by the sync thread, but rejects: the loop)
@@ -104,6 +106,10 @@ class WriterActor:
 
     def submit(self, items: list[Entry | EndSession], size: int) -> None:
         """Hand accepted entries (and session ends, in order) to the sync thread: one lock per call."""
+        for item in reversed(items):
+            if isinstance(item, Entry):
+                self.submitted_upto = item.seq
+                break
         with self._cv:
             self._front.extend(items)
             self.buffered += size
@@ -215,6 +221,7 @@ class WriterActor:
             self.rejects_by_code[e.code] += len(entries)
             self._release(len(entries), size)
             self.report(done)
+            self.reported_upto = entries[-1].seq
             return True
         except DurabilityError as e:
             done.fatal = e  # never retried on this descriptor: exit, recover from disk
@@ -223,6 +230,7 @@ class WriterActor:
         finally:
             self.commit_cpu_ns += time.thread_time_ns() - t0
         self.full_since = 0.0
+        last = entries[-1].seq
         if refused:
             entries = self._refuse(done, entries, refused)
         now = time.time_ns()
@@ -243,6 +251,7 @@ class WriterActor:
             self.latency_sum_ns += sum(latencies)
         self._release(len(done.durable) + len(done.rejected), size)
         self.report(done)
+        self.reported_upto = last
         return True
 
     def _refuse(self, done: Done, entries: list[Entry], refused: dict[int, Unwritable]) -> list[Entry]:

@@ -28,6 +28,7 @@ import zmq.auth
 from .. import _durable
 from .. import protocol as P
 from .._run import Endpoints
+from .._dedup import CHECKPOINT_S, DurableIndex
 from ..exceptions import RecorderError, RecordTooLarge, UnknownSchemaError, ValidationError
 from ..store import Store
 from ..writer import Entry
@@ -63,7 +64,8 @@ class _Producer:
     watermark: int  # highest contiguous pseq that is durable or rejected
     next: int  # next pseq to take; lower ones are duplicates
     done: set[int] = field(default_factory=set)  # finished pseqs above the watermark
-    on_disk: set[int] = field(default_factory=set)  # found on disk at start, not yet re-sent
+    on_disk: set[int] = field(default_factory=set)  # found in the files' tails at start, not yet re-sent
+    durable: list[list[int]] = field(default_factory=list)  # durable pseq intervals (the restart index)
     rejections: list[tuple[int, str, str, str]] = field(default_factory=list)
     last_seen: float = 0.0
     nacked: int = -1  # the 'expected' value last sent in a Nack, to send it once
@@ -98,6 +100,8 @@ class IngestLoop:
         #: records refused before reaching a writer: schema type (or UNREGISTERED) -> code -> count
         self.ingress_rejects: dict[str, dict[str, int]] = {}
         self.actors = {name: WriterActor(store, name, self._report) for name in store.writers}
+        self.durable = store.durable  # durable pseqs per producer, checkpointed for the next start
+        self._checkpointed = time.monotonic()
         self.cpu_ns = dict.fromkeys(STAGES, 0)  # the loop thread's CPU by stage
         self._pending_acks: set[str] = set()  # producers to acknowledge at the end of this pass
         self.proc = psutil.Process()
@@ -187,6 +191,8 @@ class IngestLoop:
                 if self._drain_done():
                     return 3
             now = time.monotonic()
+            if self.durable.dirty and now - self._checkpointed >= CHECKPOINT_S:
+                self._checkpoint(now)
             if now - last_housekeeping > 5:
                 last_housekeeping = now
                 self._expire(now)
@@ -203,9 +209,30 @@ class IngestLoop:
             a.join(timeout=30)
         fatal = self._drain_done()
         self._drain_control()
+        if not fatal:
+            self._checkpoint(time.monotonic())
         self.store.close()
         self.close_sockets()
         return 3 if fatal else 0
+
+    def _checkpoint(self, now: float) -> None:
+        """Write the durable index with the highest seq below which every durable record is in it.
+
+        That seq is read from the actors before their reports are drained: an
+        actor reports a batch before it counts it reported, so every batch at
+        or below it is in the index by the time it is written.
+        """
+        self._checkpointed = now
+        upto = self.store.seq.next - 1
+        for a in self.actors.values():
+            if a.submitted_upto > a.reported_upto:
+                upto = min(upto, a.reported_upto)
+        if self._drain_done():
+            return  # a fatal error: the next start reads the files back from the last checkpoint
+        try:
+            self.durable.save(self.store.state_fd, upto)
+        except RecorderError as e:
+            self.store.event("checkpoint_failed", {"path": "_recorder/state/producers.json", "error": str(e)})
 
     def close_sockets(self) -> None:
         for s in (self.pull, self.ctl):
@@ -304,7 +331,8 @@ class IngestLoop:
                 st.nacked = st.next  # once per gap; an undelivered Nack is tried again on the next frame
             return None
         st.next += 1
-        if r.pseq in st.on_disk:  # durable before a crash; its ack was lost
+        if r.pseq in st.on_disk or (st.durable and DurableIndex.covers(st.durable, r.pseq)):
+            # durable before (a crash, or a producer forgotten and back); its ack was lost
             st.on_disk.discard(r.pseq)
             self.counters["duplicates"] += 1
             self._finish(st, r.pseq, None)
@@ -331,7 +359,8 @@ class IngestLoop:
 
     def _new_producer(self, producer: str, acked: int) -> _Producer:
         found = {p for p in self.store.on_disk.pop(producer, set()) if p > acked}
-        st = _Producer(watermark=acked, next=acked + 1, on_disk=found, last_seen=time.monotonic())
+        st = _Producer(watermark=acked, next=acked + 1, on_disk=found, durable=self.durable.of(producer),
+                       last_seen=time.monotonic())
         self.producers[producer] = st
         return st
 
@@ -358,7 +387,9 @@ class IngestLoop:
                     a.submit([end], 0)
             producers = self.producers
             touched = self._pending_acks
+            add = self.durable.add
             for producer, pseq in done.durable:
+                add(producer, pseq)
                 st = producers.get(producer)
                 if st is not None:
                     if pseq == st.watermark + 1 and not st.done:
