@@ -16,6 +16,7 @@ CASES: list[str] = [
     "latency",
     "publish",
     "replay",
+    "restart",
     "seal",
     "soak",
     "stages",

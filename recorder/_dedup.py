@@ -51,6 +51,7 @@ class DurableIndex:
         self.upto = 0
         self.dirty = False
         self.loaded = False  # a checkpoint was read at start
+        self.start_s = 0.0  # seconds the start took: the checkpoint and the files read back
 
     # -- updates -------------------------------------------------------------
     def add(self, producer: str, pseq: int) -> None:
@@ -106,6 +107,11 @@ class DurableIndex:
     def covers(iv: list[list[int]], pseq: int) -> bool:
         i = bisect_right(iv, [pseq, 2**63]) - 1
         return i >= 0 and iv[i][0] <= pseq <= iv[i][1]
+
+    def summary(self) -> dict[str, float | int]:
+        """For ``recorder stats``: how big the index is and what the last start cost."""
+        return {"producers": len(self.intervals), "intervals": sum(len(v) for v in self.intervals.values()),
+                "checkpoint_upto": self.upto, "start_s": round(self.start_s, 4)}
 
     # -- persistence -----------------------------------------------------------
     def prune(self, now: float) -> None:

@@ -198,6 +198,7 @@ class Store:
                 if isinstance(producer, str) and isinstance(pseq, int):
                     self.on_disk.setdefault(producer, set()).add(pseq)
         #: every durable pseq per producer: the last checkpoint, and what the files written since hold
+        t0 = time.monotonic()
         self.durable = DurableIndex.load(state_fd)
         for w in self.writers.values():
             for rel in sorted(w.active):
@@ -205,6 +206,7 @@ class Store:
                 limit = None if self.durable.loaded else SEALED_TAIL
                 for producer, pseq in pseqs_after(self.root_fd, rel, self.durable.upto, limit):
                     self.durable.add(producer, pseq)
+        self.durable.start_s = time.monotonic() - t0  # start-up work of exact de-duplication (stats)
         self.sealer.start()
         self.event("recorder_start", {"data_root": self.root, "config": self.config.source,
                                       "config_digest": self.config.digest})

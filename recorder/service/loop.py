@@ -532,6 +532,7 @@ class IngestLoop:
             "seal_backlog": self.store.sealer.jobs.qsize(),
             "cpu_s": round(cpu.user + cpu.system, 3), "rss_bytes": rss,
             "buffered_bytes": self.buffered, "memory_bound_bytes": self.memory_bound(),
+            "dedup": self.durable.summary(),
             "disk": {"total": disk.total, "used": disk.used, "free": disk.free, "percent": disk.percent},
             "profile": {
                 "records": sum(a.records for a in self.actors.values()), "frames": self.counters["frames"],
