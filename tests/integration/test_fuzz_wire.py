@@ -167,7 +167,7 @@ def tree(path: Path) -> dict[str, int]:
 
 ALLOWED = [
     re.compile(r"_recorder/(audit|quarantine|catalog)\.jsonl(\.head)?|_recorder/lock"),
-    re.compile(r"_recorder/state/(seq|active-[a-z0-9_]+\.json)"),
+    re.compile(r"_recorder/state/(seq|producers\.json|active-[a-z0-9_]+\.json)"),  # producers.json: the durable index
     re.compile(rf"logs/users/(?P<u>{ID})/sessions/(?P<s>{ID})/(a3cp_message|audit_event|feedback_log)\.jsonl(\.head)?"),
     re.compile(rf"logs/users/(?P<u>{ID})/base/\d{{4}}-\d{{2}}-\d{{2}}\.jsonl(\.head)?"),
     re.compile(rf"data/users/(?P<u>{ID})/sessions/(?P<s>{ID})/raw_action_\d{{4}}\.(jsonl|jsonl\.head|parquet|manifest\.json)"),
