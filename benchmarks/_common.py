@@ -261,6 +261,101 @@ def wait_line(q: queue.Queue[str | None], prefix: str, timeout: float, who: str)
             return line
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a recorder child: ours without RECORDER_FAULT, with unbuffered output."""
+    env = {k: v for k, v in os.environ.items() if k != "RECORDER_FAULT"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class ReadyChild:
+    """``python ARGS`` in the repository: its ``READY <json>`` lines queued with their arrival time by a
+    daemon thread, its stderr written to ``log`` (appended to with ``append``).
+
+    ``new_session`` starts it in a session of its own, so that :meth:`kill_group` kills it and nothing else.
+    """
+
+    #: who the child is, in the message when it exits before READY
+    who = "the child"
+
+    def __init__(self, args: Sequence[str], log: Path, env: dict[str, str], append: bool = False,
+                 new_session: bool = False) -> None:
+        self.log_path = log
+        self._log = open(log, "ab" if append else "wb")
+        self.cmd = [sys.executable, *args]
+        self.popen = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
+                                      text=True, cwd=PACKAGE_DIR.parent, env=env, start_new_session=new_session)
+        self.pid = self.popen.pid
+        self.ready: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        assert self.popen.stdout is not None
+        self._pump = threading.Thread(target=self._read, args=(self.popen.stdout,), daemon=True)
+        self._pump.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            if line.startswith("READY "):
+                self.ready.put((time.monotonic(), json.loads(line[6:])))
+
+    def next_ready(self, timeout: float) -> tuple[float, dict[str, Any]]:
+        """(arrival time, READY JSON) of the next READY line.
+
+        Raises:
+            RuntimeError: the child exited or said nothing within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.ready.get(timeout=0.02)
+            except queue.Empty:
+                pass
+            if self.popen.poll() is not None and self.ready.empty():
+                self._pump.join(timeout=2)
+                if self.ready.empty():
+                    raise RuntimeError(self._exited_early())
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"no READY within {timeout:g} s{self._see()}")
+
+    def _see(self) -> str:
+        """Where to look, appended to an error message."""
+        return f"; see {self.log_path}"
+
+    def _exited_early(self) -> str:
+        return f"{self.who} exited with {self.popen.returncode}{self._see()}"
+
+    def describe(self, lines: int = 30) -> str:
+        """Pid, exit status, command and the last ``lines`` lines of its stderr."""
+        self._log.flush()
+        tail = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        return (f"recorder pid {self.pid} rc {self.popen.poll()}\n  cmd: {' '.join(self.cmd)}\n"
+                + "\n".join("  | " + ln for ln in tail))
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; the exit status (None when it had to be killed)."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            rc: int | None = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+            rc = None
+        self._pump.join(timeout=5)
+        self._log.close()
+        return rc
+
+    def kill_group(self) -> None:
+        """SIGKILL its session (``new_session``: the child and nothing else), wait, close its pipe and log."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.popen.wait(timeout=10)
+        self._pump.join(timeout=5)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+        self._log.close()
+
+
 def recorder_stats(control: str, timeout: float = 5.0) -> dict[str, Any]:
     """The recorder's counters over its control channel (as ``recorder stats --json``)."""
     import msgspec
