@@ -203,15 +203,22 @@ def json_lines(children: Sequence[Child], timeout: float) -> list[dict[str, Any]
     return [json.loads(wait_line(c.lines, "{", timeout, f"producer {i}")) for i, c in enumerate(children)]
 
 
+def wait_or_kill(proc: subprocess.Popen[Any], timeout: float) -> bool:
+    """Wait up to ``timeout`` for ``proc`` to exit, else SIGKILL and reap it; True when it exited by itself."""
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
 def stop_server(child: Child, timeout: float = 30.0) -> int:
     """SIGTERM, wait up to ``timeout``, then SIGKILL; the exit status."""
     if child.proc.poll() is None:
         child.proc.send_signal(signal.SIGTERM)
-        try:
-            child.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            child.proc.kill()
-            child.proc.wait()
+        wait_or_kill(child.proc, timeout)
     return child.proc.returncode
 
 
@@ -333,12 +340,7 @@ class ReadyChild:
         """SIGTERM, wait up to ``timeout``, then SIGKILL; the exit status (None when it had to be killed)."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
-        try:
-            rc: int | None = self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-            rc = None
+        rc = self.popen.returncode if wait_or_kill(self.popen, timeout) else None
         self._pump.join(timeout=5)
         self._log.close()
         return rc

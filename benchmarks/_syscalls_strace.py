@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._common import wait_or_kill
+
 #: syscall groups a fault targets; strace counts each syscall of a group on its own,
 #: and the recorder (dir fds everywhere) issues only renameat and unlinkat of theirs
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -99,11 +101,7 @@ class Strace:
         """Detach (SIGINT; strace lets the tracee run on) and wait; returns strace's exit code."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGINT)
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+            wait_or_kill(self.popen, 10)
         self._err.close()
         return self.popen.returncode
 

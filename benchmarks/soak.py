@@ -73,7 +73,16 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from ._common import PACKAGE_DIR, ReadyChild, child_env, default_data_parent, machine_info, progress, write_results
+from ._common import (
+    PACKAGE_DIR,
+    ReadyChild,
+    child_env,
+    default_data_parent,
+    machine_info,
+    progress,
+    wait_or_kill,
+    write_results,
+)
 from ._soak_check import Report, check, load_histories, temp_files
 from ._soak_producer import ACKED, REJECTED, UNKNOWN, produce, producer_main
 
@@ -277,11 +286,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.02)  # traffic after the last restart, by the clock
         stop_file.touch()
         for i, p in enumerate(producers):
-            try:
-                rc = p.wait(timeout=args.flush_timeout + 60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                rc = p.wait()
+            wait_or_kill(p, args.flush_timeout + 60)
+            rc = p.returncode
             if rc != 0 or not histories[i].exists():
                 violations.append(f"producer: producer {i} exited with {rc} (see {work}/producer-{i:02d}.log)")
         if not sup.ready.empty():
@@ -295,11 +301,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for p in producers:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            wait_or_kill(p, 30)
         for log in logs:
             log.close()
         sup_rc = sup.stop()
