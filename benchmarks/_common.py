@@ -203,15 +203,22 @@ def json_lines(children: Sequence[Child], timeout: float) -> list[dict[str, Any]
     return [json.loads(wait_line(c.lines, "{", timeout, f"producer {i}")) for i, c in enumerate(children)]
 
 
+def wait_or_kill(proc: subprocess.Popen[Any], timeout: float) -> bool:
+    """Wait up to ``timeout`` for ``proc`` to exit, else SIGKILL and reap it; True when it exited by itself."""
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
 def stop_server(child: Child, timeout: float = 30.0) -> int:
     """SIGTERM, wait up to ``timeout``, then SIGKILL; the exit status."""
     if child.proc.poll() is None:
         child.proc.send_signal(signal.SIGTERM)
-        try:
-            child.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            child.proc.kill()
-            child.proc.wait()
+        wait_or_kill(child.proc, timeout)
     return child.proc.returncode
 
 
@@ -259,6 +266,96 @@ def wait_line(q: queue.Queue[str | None], prefix: str, timeout: float, who: str)
             raise RuntimeError(f"{who} exited before printing {prefix.strip()!r}")
         if line.startswith(prefix):
             return line
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a recorder child: ours without RECORDER_FAULT, with unbuffered output."""
+    env = {k: v for k, v in os.environ.items() if k != "RECORDER_FAULT"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class ReadyChild:
+    """``python ARGS`` in the repository: its ``READY <json>`` lines queued with their arrival time by a
+    daemon thread, its stderr written to ``log`` (appended to with ``append``).
+
+    ``new_session`` starts it in a session of its own, so that :meth:`kill_group` kills it and nothing else.
+    """
+
+    #: who the child is, in the message when it exits before READY
+    who = "the child"
+
+    def __init__(self, args: Sequence[str], log: Path, env: dict[str, str], append: bool = False,
+                 new_session: bool = False) -> None:
+        self.log_path = log
+        self._log = open(log, "ab" if append else "wb")
+        self.cmd = [sys.executable, *args]
+        self.popen = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
+                                      text=True, cwd=PACKAGE_DIR.parent, env=env, start_new_session=new_session)
+        self.pid = self.popen.pid
+        self.ready: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        assert self.popen.stdout is not None
+        self._pump = threading.Thread(target=self._read, args=(self.popen.stdout,), daemon=True)
+        self._pump.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            if line.startswith("READY "):
+                self.ready.put((time.monotonic(), json.loads(line[6:])))
+
+    def next_ready(self, timeout: float) -> tuple[float, dict[str, Any]]:
+        """(arrival time, READY JSON) of the next READY line.
+
+        Raises:
+            RuntimeError: the child exited or said nothing within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.ready.get(timeout=0.02)
+            except queue.Empty:
+                pass
+            if self.popen.poll() is not None and self.ready.empty():
+                self._pump.join(timeout=2)
+                if self.ready.empty():
+                    raise RuntimeError(self._exited_early())
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"no READY within {timeout:g} s{self._see()}")
+
+    def _see(self) -> str:
+        """Where to look, appended to an error message."""
+        return f"; see {self.log_path}"
+
+    def _exited_early(self) -> str:
+        return f"{self.who} exited with {self.popen.returncode}{self._see()}"
+
+    def describe(self, lines: int = 30) -> str:
+        """Pid, exit status, command and the last ``lines`` lines of its stderr."""
+        self._log.flush()
+        tail = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        return (f"recorder pid {self.pid} rc {self.popen.poll()}\n  cmd: {' '.join(self.cmd)}\n"
+                + "\n".join("  | " + ln for ln in tail))
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; the exit status (None when it had to be killed)."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        rc = self.popen.returncode if wait_or_kill(self.popen, timeout) else None
+        self._pump.join(timeout=5)
+        self._log.close()
+        return rc
+
+    def kill_group(self) -> None:
+        """SIGKILL its session (``new_session``: the child and nothing else), wait, close its pipe and log."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.popen.wait(timeout=10)
+        self._pump.join(timeout=5)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+        self._log.close()
 
 
 def recorder_stats(control: str, timeout: float = 5.0) -> dict[str, Any]:

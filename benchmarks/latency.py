@@ -41,7 +41,6 @@ shared machine both move the tails a lot (``--repeat`` keeps the median run).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import shutil
@@ -50,15 +49,11 @@ import sys
 import tempfile
 import threading
 import time
-from array import array
-from collections import deque
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ._common import (
     Child,
-    cdf_points,
     cpu_s,
     default_data_parent,
     fsync_probe,
@@ -78,14 +73,12 @@ from ._common import (
     stop_all,
     write_results,
 )
+from ._latency_producer import SCHEMA_TYPE, producer
+from ._latency_report import PACED, TARGETS, draw_plot, median_runs, print_targets, row
 
 CASE = "latency"
-SCHEMA_TYPE = "a3cp_message"
 KINDS = ("capture", "paced", "unpaced")
-PACED = ("capture", "paced")  # the kinds held to the budget
-POOL = 1024  # distinct records per producer, cycled
 BUDGET_MS = 50.0  # NF1
-TARGETS = {"ack_p99_ms": 1.0, "ack_p999_ms": 5.0, "throughput_per_s": 100_000.0}  # issue 4, "Done when"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -194,8 +187,8 @@ def _all(args: argparse.Namespace) -> int:
                  f"other processes used {r['other_cpu_cores']:.2f} of {r['machine']['cpu_count']} CPUs")
         if r["recorder_exit"] != 0:
             progress(f"    note: the supervisor exited with {r['recorder_exit']} on SIGTERM (not a graceful stop)")
-    chosen = _median_runs(results)
-    rows = [_row(r, args.budget_ms) for r in chosen]
+    chosen = median_runs(results)
+    rows = [row(r, args.budget_ms) for r in chosen]
     over = [r for r in rows if r["kind"] in PACED and r["ack_p99_ms"] > args.budget_ms]
     payload = {
         "benchmark": CASE,
@@ -217,7 +210,7 @@ def _all(args: argparse.Namespace) -> int:
     }
     path = write_results(CASE, payload, args.out)
     progress(f"results written to {path}")
-    plot = None if args.no_plot else _plot(chosen, path.with_suffix(".png"), args.budget_ms)
+    plot = None if args.no_plot else draw_plot(chosen, path.with_suffix(".png"), args.budget_ms)
     if plot is not None:
         progress(f"plot written to {plot}")
     m = payload["machine"]
@@ -242,7 +235,7 @@ def _all(args: argparse.Namespace) -> int:
     if busy:
         print(f"machine busy: other processes used CPUs during the cases ({', '.join(busy)} of "
               f"{m['cpu_count']}): latencies are pessimistic")
-    _print_targets(rows)
+    print_targets(rows)
     if plot is not None:
         print(f"plot: {plot}")
     print(f"results: {path}")
@@ -255,102 +248,6 @@ def _all(args: argparse.Namespace) -> int:
         print(f"FAILED cases: {', '.join(failures)}", file=sys.stderr)
         status = 1
     return status
-
-
-def _median_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per case (in first-run order), the run with the median p99 durable-ack latency."""
-    by_label: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        by_label.setdefault(r["label"], []).append(r)
-    chosen = []
-    for runs in by_label.values():
-        runs = sorted(runs, key=lambda r: r["ack_ms"]["p99"])
-        chosen.append(runs[(len(runs) - 1) // 2] | {"runs": len(runs)})
-    return chosen
-
-
-def _row(r: dict[str, Any], budget_ms: float) -> dict[str, Any]:
-    a, c = r["ack_ms"], r["call_us"]
-    paced = r["kind"] in PACED
-    return {
-        "label": r["label"], "kind": r["kind"], "records": r["records"], "target_per_s": r["target_per_s"] or None,
-        "throughput_per_s": r["throughput_per_s"], "call_p50_us": c["p50"], "call_p99_us": c["p99"],
-        "call_max_us": c["max"], "ack_p50_ms": a["p50"], "ack_p99_ms": a["p99"], "ack_p999_ms": a["p99.9"],
-        "ack_max_ms": a["max"], "batch_mean": r["batch_mean"], "recorder_cpu_pct": r["recorder"]["cpu_pct"],
-        "recorder_rss_mib": r["recorder"]["rss_peak_mib"],
-        "budget": ("ok" if a["p99"] <= budget_ms else "OVER") if paced else "",
-        "other_cpu_cores": r["other_cpu_cores"], "runs": r.get("runs", 1), "run": r.get("run", 1),
-    }
-
-
-def _print_targets(rows: list[dict[str, Any]]) -> None:
-    """The issue's targets beside the measured numbers (informative; the exit status is the budget)."""
-    paced = [r for r in rows if r["kind"] == "paced"]
-    for r in paced:
-        print(f"target {r['label']}: p99 {r['ack_p99_ms']:.3f} ms (target <= {TARGETS['ack_p99_ms']:g}: "
-              f"{'met' if r['ack_p99_ms'] <= TARGETS['ack_p99_ms'] else 'missed'}), "
-              f"p99.9 {r['ack_p999_ms']:.3f} ms (target <= {TARGETS['ack_p999_ms']:g}: "
-              f"{'met' if r['ack_p999_ms'] <= TARGETS['ack_p999_ms'] else 'missed'})")
-    for r in rows:
-        if r["kind"] == "unpaced":
-            print(f"target throughput: {r['throughput_per_s']:,.0f} durable records/s (target >= "
-                  f"{TARGETS['throughput_per_s']:,.0f}: "
-                  f"{'met' if r['throughput_per_s'] >= TARGETS['throughput_per_s'] else 'missed'})")
-
-
-def _plot(results: list[dict[str, Any]], path: Path, budget_ms: float) -> Path | None:
-    """CDF and tail (1 - CDF) of durable-ack latency per case, and the record() call's tail."""
-    try:
-        import matplotlib
-    except ImportError:
-        progress("matplotlib is not installed: no plot drawn (pip install matplotlib, or the 'bench' extra)")
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not results:
-        return None
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
-    ax_cdf, ax_tail, ax_call = axes
-    for r in results:
-        for ax_list, hist, scale in (((ax_cdf, ax_tail), r["ack_hist"], 1e-3), ((ax_call,), r["call_hist"], 1.0)):
-            xs, cdf = cdf_points(hist)
-            xs = [x * scale for x in xs]
-            label = f"{r['label']} (n={r['records']:,})"
-            for ax in ax_list:
-                if ax is ax_cdf:
-                    ax.step(xs, cdf, where="post", label=label)
-                else:
-                    tail = [(x, 1 - y) for x, y in zip(xs, cdf) if 1 - y > 0]
-                    if tail:
-                        ax.step([t[0] for t in tail], [t[1] for t in tail], where="post", label=label)
-    for ax in (ax_cdf, ax_tail):
-        ax.axvline(budget_ms, color="red", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
-        ax.axvline(TARGETS["ack_p99_ms"], color="grey", linestyle=":", linewidth=1, label="target p99 1 ms")
-        ax.axvline(TARGETS["ack_p999_ms"], color="grey", linestyle="-.", linewidth=1, label="target p99.9 5 ms")
-        ax.set_xscale("log")
-        ax.set_xlabel("durable-ack latency, record() to ack (ms)")
-        ax.grid(True, which="both", alpha=0.3)
-    ax_cdf.set_ylabel("fraction of records <= x")
-    ax_cdf.set_title("durable-ack latency: CDF")
-    ax_tail.set_yscale("log")
-    ax_tail.set_ylabel("fraction of records > x")
-    ax_tail.set_title("durable-ack latency: tail (1 - CDF)")
-    ax_call.set_xscale("log")
-    ax_call.set_yscale("log")
-    ax_call.set_xlabel("record() call time (µs)")
-    ax_call.set_ylabel("fraction of calls > x")
-    ax_call.set_title("record() call time: tail")
-    ax_call.grid(True, which="both", alpha=0.3)
-    ax_call.legend(fontsize=8)
-    ax_tail.legend(fontsize=8)
-    m = results[0]["machine"]
-    fig.suptitle(f"recorder latency: {results[0]['producers']} producers, {results[0]['durability']}, "
-                 f"{m['cpu_count']} CPU, {m['data_fs']['fstype']}, recorder {m['git']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 # -- child: one case -------------------------------------------------------------
@@ -520,117 +417,7 @@ class _RssSampler(threading.Thread):
         self.join(timeout=2)
 
 
-# -- producer process --------------------------------------------------------------
-def _producer(argv: Sequence[str] | None = None) -> int:
-    """One producer: warm up, wait for GO on stdin, send, flush, write samples, print a JSON line."""
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.latency --producer")
-    ap.add_argument("--producer", action="store_true")
-    ap.add_argument("--index", type=int, required=True)
-    ap.add_argument("--data-root", required=True)
-    ap.add_argument("--config")
-    ap.add_argument("--rate", type=float, required=True, help="records/s of this producer; 0: unpaced")
-    ap.add_argument("--seconds", type=float, required=True)
-    ap.add_argument("--warmup", type=float, required=True)
-    ap.add_argument("--sessions", default="per-producer")
-    ap.add_argument("--payload", default="dict")
-    ap.add_argument("--phase", type=float, default=0.0, help="start this fraction of a period late (paced)")
-    ap.add_argument("--max-pending", type=int, default=0, help="client buffer bound (0: the Client default)")
-    ap.add_argument("--samples", required=True, help="path prefix of the .call and .ack sample files")
-    a = ap.parse_args(argv)
-
-    from recorder.client import Client
-    from recorder.testing import sample_message
-
-    if a.sessions == "shared":
-        user, session = "bench", "sess_bench"
-    else:
-        user, session = f"bench{a.index:02d}", f"sess_bench_{a.index:02d}"
-    pool: list[Any] = [sample_message(user, session, i) for i in range(POOL)]
-    if a.payload == "model":
-        from recorder.a3cp import A3CPMessage
-
-        pool = [A3CPMessage.model_validate(d) for d in pool]
-    kw: dict[str, Any] = {"max_pending": a.max_pending} if a.max_pending else {}
-    c = Client(config=a.config, data_root=a.data_root, user_id=user, session_id=session,
-               source="benchmark", timeout=120, **kw)
-    items = itertools.cycle(pool)
-
-    def send(seconds: float, calls: array[int] | None) -> tuple[int, float, int]:
-        """Send for ``seconds`` at ``a.rate`` (deadline schedule) or unpaced; (records, max lag s, late)."""
-        record, clock, clock_ns = c.record, time.perf_counter, time.perf_counter_ns
-        sleep = time.sleep
-        count, lag_max, late = 0, 0.0, 0
-        t0 = clock()
-        end = t0 + seconds
-        if a.rate > 0:
-            period = 1.0 / a.rate
-            t0 += a.phase * period  # producers interleave instead of ticking together
-            while True:
-                due = t0 + count * period
-                if due >= end:
-                    break
-                now = clock()
-                if now < due:
-                    sleep(due - now)  # pacing a capture loop, not waiting on a condition
-                else:
-                    lag = now - due
-                    lag_max = max(lag_max, lag)
-                    late += lag > period
-                rec = next(items)
-                s0 = clock_ns()
-                record(rec, schema_type=SCHEMA_TYPE)
-                s1 = clock_ns()
-                if calls is not None:
-                    calls.append(s1 - s0)
-                count += 1
-        else:
-            while True:
-                for _ in range(256):
-                    rec = next(items)
-                    s0 = clock_ns()
-                    record(rec, schema_type=SCHEMA_TYPE)
-                    s1 = clock_ns()
-                    if calls is not None:
-                        calls.append(s1 - s0)
-                count += 256
-                if clock() >= end:
-                    break
-        return count, lag_max, late
-
-    # Warm-up: files created, caches and connections settled; then nothing pending.
-    send(a.warmup, None)
-    c.flush(timeout=120)
-    c.latencies_ns = deque(maxlen=50_000_000)  # only measured records from here on
-    counters0 = dict(c.counters)
-    print("WARM", flush=True)
-    if sys.stdin.readline().strip() != "GO":
-        return 1
-
-    calls = array("q")
-    cpu0 = os.times()
-    t_start = time.time()
-    records, lag_max, late = send(a.seconds, calls)
-    t_sent = time.time()
-    c.flush(timeout=300)
-    t_done = time.time()
-    cpu1 = os.times()
-    lat = array("q", c.latencies_ns)
-    with open(a.samples + ".call", "wb") as f:
-        calls.tofile(f)
-    with open(a.samples + ".ack", "wb") as f:
-        lat.tofile(f)
-    cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-    out = {"index": a.index, "producer": c.producer, "records": records, "t_start": t_start, "t_sent": t_sent,
-           "t_done": t_done, "lag_max_ms": round(lag_max * 1e3, 3), "late": late,
-           "cpu_pct": round(100 * cpu_s / (t_done - t_start), 1), "cpu_s": round(cpu_s, 3),
-           "resent": c.counters["resent"] - counters0["resent"],
-           "blocked": c.counters["blocked"] - counters0["blocked"]}
-    c.close()
-    print(json.dumps(out), flush=True)
-    return 0
-
-
 if __name__ == "__main__":
     if "--producer" in sys.argv[1:]:
-        sys.exit(_producer())
+        sys.exit(producer())
     sys.exit("usage: python -m benchmarks latency ... (this module is the latency case; see --help there)")

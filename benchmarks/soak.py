@@ -59,10 +59,8 @@ commit while the tree changes, run it from an export:
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import os
-import queue
 import random
 import re
 import shutil
@@ -71,21 +69,29 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ._common import PACKAGE_DIR, default_data_parent, machine_info, progress, write_results
+from ._common import (
+    PACKAGE_DIR,
+    ReadyChild,
+    child_env,
+    default_data_parent,
+    machine_info,
+    progress,
+    wait_or_kill,
+    write_results,
+)
+from ._soak_check import Report, check, load_histories, temp_files
+from ._soak_producer import ACKED, REJECTED, UNKNOWN, produce, producer_main
+
+__all__ = ["ACKED", "REJECTED", "UNKNOWN", "Report", "add_parser", "check", "config_text", "kill_delays",
+           "load_histories", "produce", "run", "soak", "spacing_for", "summary", "temp_files"]
 
 CASE = "soak"
-ACKED, REJECTED, UNKNOWN = "acked", "rejected", "unknown"
-TEMP_PATTERN = ".*.tmp-*"  # an interrupted atomic write (_durable)
 _RESTART_LINE = re.compile(r"recorder pid (\d+) exited with (-?\d+); restart #(\d+) in ([0-9.]+) s")
+
 
 _CONFIG = """\
 # Written by benchmarks/soak.py: segments rotate often and raw_action is sealed into Parquet.
@@ -166,353 +172,14 @@ def config_text(kills: int, rotate_message: int, rotate_action: int) -> str:
     return _CONFIG.format(restart_limit=kills + 10, rotate_message=rotate_message, rotate_action=rotate_action)
 
 
-# -- one producer process -----------------------------------------------------------------------
-def produce(a: argparse.Namespace) -> int:
-    """Send paced mixed traffic until the stop file appears; flush; write the history JSON.
-
-    SIGTERM (the orchestrator aborting) stops sending and cuts the flush short,
-    so a history is written whatever happened.
-    """
-    from recorder.client import Client
-    from recorder.exceptions import RecorderError, RecorderUnavailable, RejectedError
-    from recorder.testing import sample_audit, sample_message, sample_raw_action
-
-    aborting = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _s, _f: aborting.set())
-    user = f"user{a.index:02d}"
-    session_no = 0
-    session = f"soak{a.index:02d}s{session_no:04d}"
-    # record() blocks at most SLICE s on a full buffer, so a stop or an abort is seen.
-    slice_s = 2.0
-    c = Client(config=a.config, data_root=a.data_root, user_id=user, timeout=slice_s)
-    # (pseq, record_id, schema type, meant to be rejected)
-    sent: list[tuple[int, str, str, bool]] = []
-    pool = [sample_message(user, "x", i) for i in range(64)]  # content varies, ids are fresh per record
-    actions = [sample_raw_action(user, "x", i) for i in range(16)]
-    blocked_since: float | None = None
-
-    def send(rec: dict[str, Any], stype: str, bad: bool = False) -> bool:
-        nonlocal blocked_since
-        rid = str(uuid.uuid4())
-        rec = dict(rec, record_id=rid, session_id=session)
-        while not aborting.is_set():
-            try:
-                pseq = c.record(rec, schema_type=stype)  # no pseq is taken when it raises
-            except RecorderUnavailable:  # buffer full (max_pending): backpressure
-                blocked_since = blocked_since or time.monotonic()
-                if time.monotonic() - blocked_since > a.flush_timeout:
-                    raise
-                continue
-            blocked_since = None
-            sent.append((pseq, rid, stype, bad))
-            return True
-        return False
-
-    stop = Path(a.stop_file)
-    t0 = time.monotonic()
-    k = 0
-    max_pending = 0
-    error = None
-    try:
-        while (k % 32 or not stop.exists()) and not aborting.is_set():
-            max_pending = max(max_pending, c.pending)
-            if a.session_records and k and k % a.session_records == 0:
-                send(sample_audit(user, session, "session_end", k), "audit_event")
-                session_no += 1
-                session = f"soak{a.index:02d}s{session_no:04d}"
-                send(sample_audit(user, session, "session_start", k), "audit_event")
-            if k % 4 == 3:
-                send(actions[k % len(actions)], "raw_action")
-            elif k % 97 == 50:
-                send(sample_audit(user, session, "checkpoint", k), "audit_event")
-            elif k % 211 == 105:  # classifier_output without "unknown": the recorder must refuse it
-                good = pool[k % len(pool)]
-                send(dict(good, classifier_output={"hungry": 0.9, "drink": 0.1}), "a3cp_message", bad=True)
-            else:
-                send(pool[k % len(pool)], "a3cp_message")
-            k += 1
-            delay = t0 + k / a.rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)  # pacing a capture loop, not waiting on a condition
-    except RecorderUnavailable as e:
-        error = f"record() blocked on a full buffer for {a.flush_timeout:g} s: {e}"
-    rejected: dict[int, str] = {}
-    t_flush = time.monotonic()
-    while True:
-        try:
-            c.flush(timeout=slice_s)
-            break
-        except RejectedError as e:  # raised once everything is acknowledged
-            rejected = {r[0]: r[1] for r in e.rejections}
-            break
-        except RecorderError as e:
-            if aborting.is_set() or time.monotonic() - t_flush > a.flush_timeout:
-                error = error or f"flush: {type(e).__name__}: {e}"
-                # flush() reports rejections only once all is acknowledged; take those received so far.
-                rejected = {p: r[0] for p, r in c._rejections.items()}
-                break
-    flush_s = time.monotonic() - t_flush
-    acked = c.acked
-    if aborting.is_set():
-        error = error or "aborted by the orchestrator"
-    records = [[pseq, rid, stype, bad,
-                REJECTED if pseq in rejected else ACKED if pseq <= acked else UNKNOWN, rejected.get(pseq)]
-               for pseq, rid, stype, bad in sent]
-    history = {"index": a.index, "producer": c.producer, "pid": os.getpid(), "sent": len(sent), "acked": acked,
-               "error": error, "counters": dict(c.counters), "seconds": round(time.monotonic() - t0, 3),
-               "max_pending": max_pending, "flush_s": round(flush_s, 3),
-               "fields": ["pseq", "record_id", "schema_type", "meant_bad", "state", "reject_code"],
-               "records": records}
-    try:
-        c.close(timeout=0.5)
-    except RecorderError:
-        pass
-    tmp = Path(a.history + ".part")
-    tmp.write_text(json.dumps(history), encoding="utf-8")
-    tmp.rename(a.history)
-    return 0
-
-
-def _producer_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.soak --producer")
-    ap.add_argument("--producer", action="store_true")
-    ap.add_argument("--index", type=int, required=True)
-    ap.add_argument("--data-root", required=True)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--rate", type=float, required=True)
-    ap.add_argument("--session-records", type=int, default=1500)
-    ap.add_argument("--stop-file", required=True)
-    ap.add_argument("--history", required=True)
-    ap.add_argument("--flush-timeout", type=float, default=180.0)
-    return produce(ap.parse_args(argv))
-
-
-# -- the checker ------------------------------------------------------------------------------
-@dataclass
-class Report:
-    """What :func:`check` found: totals, and one line per violation (empty when all is well)."""
-
-    violations: list[str] = field(default_factory=list)
-    totals: dict[str, int] = field(default_factory=dict)
-    examples: dict[str, list[Any]] = field(default_factory=dict)
-    #: schema type -> segments, largest (records, bytes), limits, segments over a limit
-    segments: dict[str, dict[str, Any]] = field(default_factory=dict)
-    trail: str = ""  # the audit trail against manifests and catalog, in one line
-
-    def fail(self, kind: str, message: str, example: Any = None) -> None:
-        self.violations.append(f"{kind}: {message}")
-        if example is not None:
-            self.examples.setdefault(kind, []).append(example)
-
-
-def load_histories(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """The producers' history files."""
-    return [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
-
-
-def temp_files(root: str | Path) -> list[str]:
-    """Files left by an interrupted atomic write (``.NAME.tmp-PID``), relative to ``root``."""
-    root = Path(root)
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if fnmatch.fnmatch(p.name, TEMP_PATTERN))
-
-
-def _first_copies(seqs: list[int]) -> list[int]:
-    seen: set[int] = set()
-    out = []
-    for p in seqs:
-        if p not in seen:
-            seen.add(p)
-            out.append(p)
-    return out
-
-
-def check(root: str | Path, histories: list[dict[str, Any]], limit: int = 20,
-          limits: dict[str, tuple[int, int]] | None = None) -> Report:
-    """Check a data root no recorder is writing against the producers' histories.
-
-    Args:
-        root: the data root.
-        histories: what each producer sent and how each record ended (see :func:`produce`).
-        limit: examples kept per kind of violation.
-        limits: schema type -> (rotate_records, rotate_bytes) no segment may pass (0: none).
-
-    Returns:
-        A Report; ``violations`` is empty when every check passed.
-    """
-    from recorder import read, verify
-    from recorder._trail import check_trail, segment_sizes
-
-    rep = Report()
-    # (producer, pseq) -> [(record_id, schema type, seq)]; (producer, type) -> pseqs in seq order
-    disk: dict[tuple[str, int], list[tuple[str, str, int]]] = {}
-    per_type: dict[tuple[str, str], list[int]] = {}
-    per_producer: dict[str, list[int]] = {}
-    stored = 0
-    for e in read(root):
-        stored += 1
-        prod, pseq, stype = str(e.get("producer")), int(e.get("pseq") or 0), str(e.get("schema_type"))
-        rid = str(e.get("record_id") or (e.get("record") or {}).get("record_id"))
-        disk.setdefault((prod, pseq), []).append((rid, stype, int(e.get("seq") or 0)))
-        per_type.setdefault((prod, stype), []).append(pseq)
-        per_producer.setdefault(prod, []).append(pseq)
-    known = {h["producer"] for h in histories}
-    strangers = sorted({p for p, _ in disk} - known)
-    if strangers:
-        rep.fail("stranger", f"records of {len(strangers)} producers no history names are on disk", strangers[:limit])
-
-    counts = Counter[str]()
-    for h in histories:
-        prod = h["producer"]
-        if h.get("error"):
-            rep.fail("liveness", f"producer {h['index']} ({prod}): {h['error']}")
-        for pseq, rid, stype, bad, state, code in h["records"]:
-            counts["sent"] += 1
-            counts[state] += 1
-            found = disk.get((prod, pseq), [])
-            if len(found) > 1:
-                counts["duplicates"] += len(found) - 1
-                if len(rep.examples.get("duplicate", [])) < limit:
-                    rep.examples.setdefault("duplicate", []).append(
-                        {"producer": prod, "pseq": pseq, "state": state, "copies": found})
-            if any(f[0] != rid or f[1] != stype for f in found):
-                counts["mismatched"] += 1
-                if counts["mismatched"] <= limit:
-                    rep.fail("mismatch", f"{prod} #{pseq}: on disk as {found}, sent as {rid} {stype}")
-            if state == ACKED:
-                if bad:
-                    counts["rejection_lost"] += 1
-                    if counts["rejection_lost"] <= limit:
-                        rep.examples.setdefault("rejection_lost", []).append({"producer": prod, "pseq": pseq})
-                elif not found:
-                    counts["lost"] += 1
-                    if counts["lost"] <= limit:
-                        rep.examples.setdefault("lost", []).append(
-                            {"producer": prod, "pseq": pseq, "record_id": rid, "schema_type": stype})
-                else:
-                    counts["acked_on_disk"] += 1
-            elif state == REJECTED:
-                if found:
-                    counts["rejected_on_disk"] += 1
-                    rep.examples.setdefault("rejected_on_disk", []).append({"producer": prod, "pseq": pseq})
-                if not bad:
-                    counts["unexpected_rejections"] += 1
-                    if counts["unexpected_rejections"] <= limit:
-                        rep.examples.setdefault("unexpected_rejection", []).append(
-                            {"producer": prod, "pseq": pseq, "code": code})
-            elif found:
-                counts["unknown_on_disk"] += 1
-    if counts["duplicates"]:
-        rep.fail("duplicate", f"{counts['duplicates']} extra copies of records on disk")
-    if counts["lost"]:
-        rep.fail("lost", f"{counts['lost']} acknowledged records are not on disk")
-    if counts["rejection_lost"]:
-        rep.fail("rejection_lost", f"{counts['rejection_lost']} invalid records were acknowledged as durable")
-    if counts["rejected_on_disk"]:
-        rep.fail("rejected_on_disk", f"{counts['rejected_on_disk']} rejected records are on disk")
-    if counts["unexpected_rejections"]:
-        rep.fail("unexpected_rejection", f"{counts['unexpected_rejections']} valid records were rejected")
-    if counts[UNKNOWN]:
-        rep.fail("liveness", f"{counts[UNKNOWN]} records were never acknowledged "
-                             f"({counts['unknown_on_disk']} of them are on disk)")
-
-    # Order within each (producer, schema type), over first copies (a duplicate's second copy
-    # is counted above, not again here); across types it is reported, not required.
-    for (prod, stype), seqs in per_type.items():
-        seqs = _first_copies(seqs)
-        back = [(a, b) for a, b in zip(seqs, seqs[1:]) if b < a]
-        if back:
-            counts["out_of_order"] += len(back)
-            rep.fail("order", f"{prod} {stype}: {len(back)} times a record follows a higher pseq",
-                     {"producer": prod, "schema_type": stype, "pairs": back[:limit]})
-    for seqs in per_producer.values():
-        firsts = _first_copies(seqs)
-        counts["cross_type_inversions"] += sum(1 for a, b in zip(firsts, firsts[1:]) if b < a)
-
-    files, problems = verify([root])
-    counts["verified_files"] = files
-    counts["verify_problems"] = len(problems)
-    for p in problems[:limit]:
-        rep.fail("verify", str(p))
-    if len(problems) > limit:
-        rep.fail("verify", f"... and {len(problems) - limit} more problems")
-    temps = temp_files(root)
-    counts["temp_files"] = len(temps)
-    if temps:
-        rep.fail("temp_files", f"{len(temps)} left: {temps[:limit]}")
-
-    # Segment sizes against their limits: a backlog resent after a restart must not overfill one.
-    for stype, segs in segment_sizes(root).items():
-        max_records, max_bytes = (limits or {}).get(stype, (0, 0))
-        over = [(p, n, b) for p, n, b in segs
-                if (max_records and n > max_records) or (max_bytes and b > max_bytes and n > 1)]
-        rep.segments[stype] = {"segments": len(segs), "largest_records": max((n for _, n, _ in segs), default=0),
-                               "largest_bytes": max((b for _, _, b in segs), default=0),
-                               "rotate_records": max_records, "rotate_bytes": max_bytes, "over_limit": len(over)}
-        if over:
-            rep.fail("segment_limit", f"{stype}: {len(over)} of {len(segs)} segments over rotate_records="
-                     f"{max_records} / rotate_bytes={max_bytes}", over[:limit])
-    # The audit log: one segment_sealed event per sealed segment (manifest, tombstone, catalog), none else.
-    trail = check_trail(root)
-    rep.trail = trail.summary()
-    counts["trail_problems"] = len(trail.problems)
-    for p in trail.problems[:limit]:
-        rep.fail("audit_trail", p)
-    counts["stored"] = stored
-    rep.totals = dict(counts)
-    return rep
-
-
 # -- the orchestrator ---------------------------------------------------------------------------
-class _Supervisor:
+class _Supervisor(ReadyChild):
     """``python -m recorder run``: READY lines timestamped as they arrive, stderr to a file."""
 
+    who = "the supervisor"
+
     def __init__(self, root: Path, config: Path, log: Path) -> None:
-        self.log_path = log
-        self._log = open(log, "w", encoding="utf-8")
-        cmd = [sys.executable, "-m", "recorder", "run", "--data-root", str(root), "--config", str(config)]
-        self.popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
-                                      text=True, cwd=PACKAGE_DIR.parent, env=_env())
-        self.ready: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
-        assert self.popen.stdout is not None
-        self._pump = threading.Thread(target=self._read, args=(self.popen.stdout,), daemon=True)
-        self._pump.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            if line.startswith("READY "):
-                self.ready.put((time.monotonic(), json.loads(line[6:])))
-
-    def next_ready(self, timeout: float) -> tuple[float, dict[str, Any]]:
-        """(arrival time, READY JSON) of the next READY line.
-
-        Raises:
-            RuntimeError: the supervisor exited or said nothing within ``timeout``.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self.ready.get(timeout=0.02)
-            except queue.Empty:
-                pass
-            if self.popen.poll() is not None and self.ready.empty():
-                self._pump.join(timeout=2)
-                if self.ready.empty():
-                    raise RuntimeError(f"the supervisor exited with {self.popen.returncode}; see {self.log_path}")
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"no READY within {timeout:g} s; see {self.log_path}")
-
-    def stop(self, timeout: float = 60.0) -> int | None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            rc = self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-            rc = None
-        self._pump.join(timeout=5)
-        self._log.close()
-        return rc
+        super().__init__(["-m", "recorder", "run", "--data-root", str(root), "--config", str(config)], log, _env())
 
     def exits(self) -> list[tuple[int, int, int, float]]:
         """(recorder pid, exit status, restart number, backoff s) for every restart the supervisor announced."""
@@ -521,8 +188,7 @@ class _Supervisor:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RECORDER_FAULT"}
-    env["PYTHONUNBUFFERED"] = "1"
+    env = child_env()
     repo = str(PACKAGE_DIR.parent)
     env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
@@ -620,11 +286,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.02)  # traffic after the last restart, by the clock
         stop_file.touch()
         for i, p in enumerate(producers):
-            try:
-                rc = p.wait(timeout=args.flush_timeout + 60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                rc = p.wait()
+            wait_or_kill(p, args.flush_timeout + 60)
+            rc = p.returncode
             if rc != 0 or not histories[i].exists():
                 violations.append(f"producer: producer {i} exited with {rc} (see {work}/producer-{i:02d}.log)")
         if not sup.ready.empty():
@@ -638,11 +301,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for p in producers:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            wait_or_kill(p, 30)
         for log in logs:
             log.close()
         sup_rc = sup.stop()
@@ -770,5 +429,5 @@ def run(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     if "--producer" in sys.argv[1:]:
-        sys.exit(_producer_main(sys.argv[1:]))
+        sys.exit(producer_main(sys.argv[1:]))
     sys.exit("run the soak as: python -m benchmarks soak --kills N")

@@ -17,7 +17,8 @@ from conftest import CORPUS
 from hypothesis import given, settings
 from pydantic import BaseModel, ConfigDict
 from hypothesis import strategies as st
-from test_fuzz_records import MUTATIONS, RUN, SCHEMAS, deliveries, examples, stype_of, value_paths
+from fuzz_mutations import MUTATIONS
+from fuzz_support import RUN, SCHEMAS, deliveries, examples, stype_of, valid_records, value_paths
 
 from recorder.exceptions import ValidationError
 from recorder.protocol import Record
@@ -187,8 +188,6 @@ def test_generated_records_get_the_same_verdict_and_bytes_on_both_paths(schema: 
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
 def test_the_fuzz_mutations_get_the_same_verdict_on_both_paths(mutation: str) -> None:
     """Every mutation family of the fuzz tests, on every schema it applies to."""
-    from test_fuzz_records import valid_records
-
     mutate, schemas = MUTATIONS[mutation]
 
     @settings(RUN, max_examples=examples(40))

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from parquet_oracle import old_to_table
+from parquet_support import envelope
 from pydantic import BaseModel, ConfigDict
-from test_parquet import Lax, Outer, envelope
+from test_parquet import Lax, Outer
 
 from recorder import Store
 from recorder.config import load_config
