@@ -45,42 +45,7 @@ def recent_time(state: str) -> float:
 
 def sealed_tail(root_fd: int, rel: str) -> list[dict[str, Any]]:
     """(producer, pseq) of the last records of a sealed segment, from its journal or Parquet file."""
-    *dirs, name = rel.split("/")
-    stem = name[: -len(".jsonl")]
-    try:
-        dir_fd = _durable.open_dirs(root_fd, dirs, rel)
-    except RecorderError:
-        return []
-    try:
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        except FileNotFoundError:
-            fd = -1
-        if fd >= 0:
-            with os.fdopen(fd, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                f.seek(max(0, size - SEALED_TAIL))
-                lines = f.read().split(b"\n")[1:]
-            out = []
-            for ln in lines:
-                try:
-                    obj = msgspec.json.decode(ln)
-                except msgspec.DecodeError:
-                    continue
-                if isinstance(obj, dict):
-                    out.append({"producer": obj.get("producer"), "pseq": obj.get("pseq")})
-            return out
-        try:
-            pfd = os.open(stem + ".parquet", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        except FileNotFoundError:
-            return []
-        import pyarrow.parquet as pq
-
-        with os.fdopen(pfd, "rb") as f:
-            rows: list[dict[str, Any]] = pq.read_table(f, columns=["producer", "pseq"]).to_pylist()
-        return rows[-SEALED_ROWS:]
-    finally:
-        _durable.close(dir_fd)
+    return [{"producer": p, "pseq": q} for p, q in pseqs_after(root_fd, rel, 0, SEALED_TAIL)]
 
 
 class _Numbers(msgspec.Struct):
