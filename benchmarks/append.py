@@ -133,7 +133,7 @@ def _one(args: argparse.Namespace) -> int:
     from recorder.store import Store
     from recorder.testing import sample_message
     from recorder.protocol import Record
-    from recorder.writer import Entry
+    from recorder.storage.writer import Entry
 
     layer, durability, batch = args.layer[0], args.durability[0], args.batch[0]
     if batch < 1:

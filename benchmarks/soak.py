@@ -35,7 +35,7 @@ be rejected, and its final state: ``acked`` durable, ``rejected``, or
   gives each type's largest segment beside its limits);
 - the audit log has exactly one ``segment_sealed`` event per segment with a
   manifest, tombstone or catalog entry, with the manifest's record count,
-  and none for any other segment (``recorder._trail.check_trail``);
+  and none for any other segment (``recorder.storage._trail.check_trail``);
 - the recorder died only when killed (every exit the supervisor reports is
   ``-9``), every kill was followed by a READY with a new pid, and no
   producer was left with unacknowledged records.

@@ -21,10 +21,10 @@ from .exceptions import (
     UsageError,
     ValidationError,
 )
-from .reader import Problem, read, read_table, verify
-from .recheck import recheck
+from .reading.reader import Problem, read, read_table, verify
+from .reading.recheck import recheck
 from .registry import Registry
-from .replay import replay
+from .reading.replay import replay
 from .schema.fast import check as fast_check
 from .schema.fast import implied as fast_implied
 from .store import Store

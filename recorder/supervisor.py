@@ -25,6 +25,7 @@ from ._run import endpoints, lock_endpoints, release_endpoints, take_lock
 from .config import load_config, metrics_address
 from .exceptions import ConfigError, UsageError
 from .registry import Registry
+from .storage import INTERNAL_DIR
 
 if TYPE_CHECKING:
     from ._metrics import MetricsServer
@@ -133,7 +134,7 @@ class Supervisor:
 
     def _lock(self) -> None:
         self._endpoint_lock = lock_endpoints(self.ep)
-        internal = os.path.join(self.data_root, "_recorder")
+        internal = os.path.join(self.data_root, INTERNAL_DIR)
         try:
             os.makedirs(internal, exist_ok=True)
             self._locks.append(take_lock(os.path.join(internal, "supervisor.lock"),

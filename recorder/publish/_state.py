@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from .. import _durable
+from ..storage import INTERNAL_DIR, _durable
 from .._env import iso_ns
 from .._paths import check_identifier
 from .._run import take_lock
@@ -35,7 +35,7 @@ __all__ = ["INTERNAL", "LOCK", "STATE", "Backlog", "backlog", "catalog_segments"
            "lock_publication", "publish_types", "published", "recorder_id", "save_state", "table_name", "tables_of",
            "unpublished_check"]
 
-INTERNAL = "_recorder"
+INTERNAL = INTERNAL_DIR
 STATE = "publish.json"
 LOCK = "publish.lock"
 _ID_FILE = "recorder_id"

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..exceptions import PublishError
-from ..formats import parquet
+from ..storage.formats import parquet
 from ..registry import TypeSpec
 from ._state import table_name
 

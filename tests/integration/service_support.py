@@ -243,7 +243,7 @@ def on_disk(root: Path) -> list[dict[str, Any]]:
 
 
 def by_producer(root: Path, per_type: bool = False) -> dict[Any, list[int]]:
-    """Producer sequences on disk, in read order (each producer's by ``pseq``, see recorder._order).
+    """Producer sequences on disk, in read order (each producer's by ``pseq``, see recorder.reading._order).
 
     Keyed by producer id, or by (producer id, schema type) with ``per_type``.
     """

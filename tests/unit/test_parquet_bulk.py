@@ -20,8 +20,8 @@ from test_parquet import Lax, Outer
 from recorder import Store
 from recorder.config import load_config
 from recorder.exceptions import ValidationError
-from recorder.formats import parquet
-from recorder.reader import journal_files
+from recorder.storage.formats import parquet
+from recorder.reading.reader import journal_files
 from recorder.registry import Registry
 from recorder.testing import sample_audit, sample_message, sample_raw_action, timestamp
 
