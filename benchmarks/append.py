@@ -129,7 +129,7 @@ def _summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _one(args: argparse.Namespace) -> int:
     import msgspec
 
-    from recorder.config import load_config
+    from recorder.schema.config import load_config
     from recorder.store import Store
     from recorder.testing import sample_message
     from recorder.protocol import Record

@@ -223,10 +223,10 @@ def _tail(sorted_ns: list[int]) -> tuple[list[float], list[float]]:
 
 def _write_recording(root: Path, rate: float, n: int) -> None:
     from recorder import Store
-    from recorder.config import parse_config
+    from recorder.schema.config import parse_config
     from recorder.testing import sample_message
     from recorder.protocol import Record
-    from recorder.validation import encode_record
+    from recorder.schema.validation import encode_record
     from recorder.storage.writer import Entry
 
     t0 = 1_780_000_000 * 10**9

@@ -117,9 +117,9 @@ def _load(avg: tuple[float, float, float]) -> str:
 
 def _one(args: argparse.Namespace) -> int:
     from recorder import Store, testing
-    from recorder.config import parse_config
+    from recorder.schema.config import parse_config
     from recorder.protocol import Record
-    from recorder.validation import encode_record
+    from recorder.schema.validation import encode_record
     from recorder.storage.writer import Entry
 
     name = args.case[0]

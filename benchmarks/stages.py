@@ -138,13 +138,13 @@ def _one(args: argparse.Namespace) -> int:
 
     from recorder.storage import _durable
     from recorder._env import iso_ns
-    from recorder.config import load_config
+    from recorder.schema.config import load_config
     from recorder.storage.journal import Journal, seal_line
     from recorder.protocol import Record
     from recorder.schema.accept import Acceptor
     from recorder.store import Store
     from recorder.testing import sample_audit, sample_message, sample_raw_action
-    from recorder.validation import _deep, _mentions_denied, _stored, safe_json
+    from recorder.schema.validation import _deep, _mentions_denied, _stored, safe_json
     from recorder.storage.writer import Entry, body
 
     makers: dict[str, Callable[..., dict[str, Any]]] = {

@@ -20,7 +20,7 @@ import msgspec
 from . import __version__, _logging
 from ._cli_replay import add_commands as _replay_commands
 from .publish._commands import add_commands as _publish_commands
-from .config import load_config
+from .schema.config import load_config
 from .exceptions import (
     ConfigError,
     CorruptionError,
@@ -103,7 +103,7 @@ def _cmd_read(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .supervisor import Supervisor
+    from .service.supervisor import Supervisor
 
     return Supervisor(args.config, args.data_root, log_format=args.log_format, log_level=args.log_level,
                       metrics=args.metrics).run()
@@ -112,8 +112,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     import zmq
 
-    from ._run import endpoints
-    from ._stats import fetch_stats
+    from .service._run import endpoints
+    from .service._stats import fetch_stats
 
     cfg = load_config(args.config)
     ep = endpoints(cfg, args.data_root or cfg.recorder.data_root)
@@ -175,7 +175,7 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
 
     root = str(check_recording(_root(args)))
     if args.rebuild:
-        from ._run import take_lock
+        from .service._run import take_lock
 
         if not os.path.isdir(os.path.join(root, INTERNAL_DIR)):
             raise NotARecording(root, f"not a data root (no {INTERNAL_DIR}/ directory); --rebuild needs the data root")

@@ -10,7 +10,7 @@ import argparse
 import os
 from collections.abc import Callable
 
-from ..config import load_config
+from ..schema.config import load_config
 from ..exceptions import NotARecording, UsageError
 from ..storage import INTERNAL_DIR
 

@@ -26,9 +26,9 @@ import msgspec
 
 from ..storage import INTERNAL_DIR, _durable
 from .._env import iso_ns
-from .._paths import check_identifier
-from .._run import take_lock
-from ..config import Config, PublishSettings
+from ..schema._paths import check_identifier
+from ..service._run import take_lock
+from ..schema.config import Config, PublishSettings
 from ..exceptions import ConfigError, UnsafeIdentifier
 
 __all__ = ["INTERNAL", "LOCK", "STATE", "Backlog", "backlog", "catalog_segments", "data_bytes", "load_state",

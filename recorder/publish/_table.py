@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from ..exceptions import PublishError
 from ..storage.formats import parquet
-from ..registry import TypeSpec
+from ..schema.registry import TypeSpec
 from ._state import table_name
 
 __all__ = ["FIRST", "lake_tables", "read_segment"]

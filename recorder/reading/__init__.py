@@ -1,1 +1,1 @@
-"""The read side: read, filter, order, verify, replay and recheck recordings (never writes, never imports ``_durable``)."""
+"""The read side: read, filter, order, verify, replay and recheck recordings."""

@@ -355,9 +355,9 @@ def read_table(root: str | Path, schema_type: str, *, config: str | Path | None 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from ..config import load_config
+    from ..schema.config import load_config
     from ..storage.formats import parquet
-    from ..registry import Registry
+    from ..schema.registry import Registry
 
     spec = Registry.from_config(load_config(config)).get(schema_type)
     lo, hi = _bound(since, "since"), _bound(until, "until")

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from .._progress import Progress
-from ..config import Config, load_config
+from ..schema.config import Config, load_config
 from ..exceptions import ValidationError
 from ..protocol import Record
-from ..registry import Registry
+from ..schema.registry import Registry
 from ..schema.accept import Acceptor
 from .replay import Replay
 from ..store import Store

@@ -18,7 +18,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .._ids import with_default_version
+from ..schema._ids import with_default_version
 from ..exceptions import DurabilityError, RecorderError, StorageFull, Unwritable, ValidationError
 from ..protocol import Record
 from ..store import Store

@@ -25,7 +25,7 @@ from .._env import iso_ns
 from ._segfiles import manifest_of
 from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, Catalog
-from ..registry import Registry
+from ..schema.registry import Registry
 
 __all__ = ["Sealer", "Usage", "build_manifest", "stem_of", "MANIFEST_VERSION"]
 

@@ -24,8 +24,8 @@ from typing import IO, Any
 import pytest
 
 from recorder import read, verify
-from recorder._run import endpoints
-from recorder.config import load_config
+from recorder.service._run import endpoints
+from recorder.schema.config import load_config
 from recorder.exceptions import RecorderError
 
 HERE = Path(__file__).resolve().parent

@@ -32,7 +32,7 @@ import pytest
 from recorder import protocol as P
 from recorder import Store, read
 from recorder.testing import sample_message
-from recorder.validation import encode_record
+from recorder.schema.validation import encode_record
 
 from .service_support import Procs, journal_lines, wait_for
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from unit_support import audit_events, journal_path, line_starts, lines, scaled
 
 from recorder import Store, read, verify
-from recorder.config import default_config_text, parse_config
+from recorder.schema.config import default_config_text, parse_config
 from recorder.storage.journal import GENESIS, Journal, check_line
 from recorder.reading.reader import verify_file
 from recorder.testing import sample_audit, sample_message, sample_raw_action

@@ -25,7 +25,7 @@ from recorder.storage._split import fitting, line_bytes
 from recorder.storage.journal import Journal
 from recorder.protocol import Record
 from recorder.testing import sample_message, sample_raw_action
-from recorder.validation import encode_record
+from recorder.schema.validation import encode_record
 from recorder.storage.writer import Entry
 
 CONFIG = """\

@@ -97,7 +97,7 @@ from pydantic import BaseModel
 
 from .. import _durable
 from ...exceptions import ConversionError, UsageError, ValidationError
-from ...registry import parse_version
+from ...schema.registry import parse_version
 from ._arrow import (
     EXTRA,
     FROM_ENVELOPE,
