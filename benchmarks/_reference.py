@@ -5,7 +5,7 @@ frame, sent when the ack comes (at most ``MAX_BATCH``: a full buffer blocks ``re
 ``b"<producer> <first pseq> <count>\\n"`` and the records joined by ``\\n``. The server drains every
 frame waiting; per record: byte checks (size, UTF-8; a line break breaks the count, refusing the frame),
 a typed decode, an envelope (seq, received ns, producer, pseq, record) and a sha256 chain as in
-``recorder.journal``; per batch ONE write, ONE fdatasync, and ONE ack (last pseq) per producer.
+``recorder.storage.journal``; per batch ONE write, ONE fdatasync, and ONE ack (last pseq) per producer.
 
     python -m benchmarks._reference ROOT     # serve in ROOT: prints READY <json>; on SIGTERM, its counters
 """

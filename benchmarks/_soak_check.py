@@ -67,7 +67,7 @@ def check(root: str | Path, histories: list[dict[str, Any]], limit: int = 20,
         A Report; ``violations`` is empty when every check passed.
     """
     from recorder import read, verify
-    from recorder._trail import check_trail, segment_sizes
+    from recorder.storage._trail import check_trail, segment_sizes
 
     rep = Report()
     # (producer, pseq) -> [(record_id, schema type, seq)]; (producer, type) -> pseqs in seq order

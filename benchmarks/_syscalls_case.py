@@ -329,7 +329,7 @@ def _is_batch_call(fault: Fault, call: Call) -> bool:
 def check(root: Path, history: History, producer: str) -> list[str]:
     """The invariants over the final data root (``violations``; empty when all is well)."""
     from recorder import read, verify
-    from recorder._trail import check_trail, segment_sizes
+    from recorder.storage._trail import check_trail, segment_sizes
 
     out: list[str] = []
     disk = list(read(root))

@@ -129,11 +129,11 @@ def _summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _one(args: argparse.Namespace) -> int:
     import msgspec
 
-    from recorder.config import load_config
+    from recorder.schema.config import load_config
     from recorder.store import Store
     from recorder.testing import sample_message
     from recorder.protocol import Record
-    from recorder.writer import Entry
+    from recorder.storage.writer import Entry
 
     layer, durability, batch = args.layer[0], args.durability[0], args.batch[0]
     if batch < 1:

@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
 
 def check_config(path: str | None) -> dict[str, str]:
     """The config's digest and a3cp_message policies; refuse one that is not fsync + sha256 (SystemExit)."""
-    from recorder.config import load_config
+    from recorder.schema.config import load_config
 
     cfg = load_config(path)
     t = cfg.types.get(SCHEMA_TYPE)

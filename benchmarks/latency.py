@@ -254,7 +254,7 @@ def _all(args: argparse.Namespace) -> int:
 def _one(args: argparse.Namespace) -> int:
     import psutil
 
-    from recorder.config import load_config
+    from recorder.schema.config import load_config
 
     kind, rate = args.cases[0], args.rate[0]
     n = args.producers

@@ -47,7 +47,7 @@ def _config(path: Path, rotate: int, store: Any | None, prefix: str) -> Path:
 
 def _throughput(base: Path, store: Any, segments: int, rotate: int) -> dict[str, Any]:
     from recorder import Store
-    from recorder.config import load_config
+    from recorder.schema.config import load_config
     from recorder.publish._service import publish_once
     from recorder.publish._state import catalog_segments, data_bytes
     from recorder.testing import sample_message

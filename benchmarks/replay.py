@@ -5,7 +5,7 @@ Each case runs in a fresh subprocess (``--one``). It writes a recording of
 own path with the receive clock given; JSONL segments of 2000 records, so
 the player crosses files while it plays), starts a subscriber process (SUB
 over ipc), and plays the recording at speed 1 to an XPUB socket the way
-``recorder replay --to`` does (``recorder.replay.Replay`` with the
+``recorder replay --to`` does (``recorder.reading.replay.Replay`` with the
 ``SystemClock``, the CLI's ZeroMQ sink, a subscription wait first).
 
 Measured per record: the **schedule error** when the send returned
@@ -223,11 +223,11 @@ def _tail(sorted_ns: list[int]) -> tuple[list[float], list[float]]:
 
 def _write_recording(root: Path, rate: float, n: int) -> None:
     from recorder import Store
-    from recorder.config import parse_config
+    from recorder.schema.config import parse_config
     from recorder.testing import sample_message
     from recorder.protocol import Record
-    from recorder.validation import encode_record
-    from recorder.writer import Entry
+    from recorder.schema.validation import encode_record
+    from recorder.storage.writer import Entry
 
     t0 = 1_780_000_000 * 10**9
     step = round(1e9 / rate)
@@ -245,7 +245,7 @@ def _one(args: argparse.Namespace) -> int:
     import psutil
 
     from recorder._cli_replay import _realtime, _ZmqSink
-    from recorder.replay import Replay, SystemClock
+    from recorder.reading.replay import Replay, SystemClock
 
     rate = args.rates[0]
     n = int(rate * args.seconds)
@@ -317,7 +317,7 @@ def _subscriber(endpoint: str, count: int) -> int:
     import msgspec
     import zmq
 
-    from recorder.replay import parse_time
+    from recorder.reading.replay import parse_time
 
     class _Env(msgspec.Struct):
         seq: int

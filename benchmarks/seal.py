@@ -32,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from recorder.formats.parquet import to_table as _bulk_to_table
+from recorder.storage.formats.parquet import to_table as _bulk_to_table
 
 from . import _seal_ack
 from ._common import default_data_parent, machine_info, progress, run_case, write_results
@@ -117,18 +117,18 @@ def _load(avg: tuple[float, float, float]) -> str:
 
 def _one(args: argparse.Namespace) -> int:
     from recorder import Store, testing
-    from recorder.config import parse_config
+    from recorder.schema.config import parse_config
     from recorder.protocol import Record
-    from recorder.validation import encode_record
-    from recorder.writer import Entry
+    from recorder.schema.validation import encode_record
+    from recorder.storage.writer import Entry
 
     name = args.case[0]
     stype, fmt, factory = CASES[name]
     sys.path.insert(0, str(_ORACLE))
     from parquet_oracle import old_to_table
 
-    from recorder import segments
-    from recorder.formats import parquet
+    from recorder.storage import segments
+    from recorder.storage.formats import parquet
 
     def old_convert(lines: Any, model_for: Any) -> Any:
         return old_to_table([msgspec.json.decode(line) for line in lines], model_for)

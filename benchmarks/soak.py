@@ -35,7 +35,7 @@ be rejected, and its final state: ``acked`` durable, ``rejected``, or
   gives each type's largest segment beside its limits);
 - the audit log has exactly one ``segment_sealed`` event per segment with a
   manifest, tombstone or catalog entry, with the manifest's record count,
-  and none for any other segment (``recorder._trail.check_trail``);
+  and none for any other segment (``recorder.storage._trail.check_trail``);
 - the recorder died only when killed (every exit the supervisor reports is
   ``-9``), every kill was followed by a READY with a new pid, and no
   producer was left with unacknowledged records.
@@ -204,8 +204,8 @@ def _pcts(values: list[float]) -> dict[str, float]:
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     """Run the soak and the checks; return the results (``violations`` empty when all is well)."""
-    from recorder._run import endpoints
-    from recorder.config import load_config
+    from recorder.service._run import endpoints
+    from recorder.schema.config import load_config
 
     if args.kills < 0 or args.producers < 1:
         raise SystemExit("--kills must be >= 0 and --producers >= 1")
@@ -322,7 +322,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     t_check = time.monotonic()
     found = [h for h in histories if h.exists()]
     hist = load_histories(found)
-    from recorder.registry import Registry
+    from recorder.schema.registry import Registry
 
     specs = Registry.from_config(cfg).specs
     rep = check(root, hist, limits={t: (s.config.rotate_records, s.config.rotate_bytes) for t, s in specs.items()})

@@ -136,16 +136,16 @@ def _one(args: argparse.Namespace) -> int:
 
     import msgspec
 
-    from recorder import _durable
+    from recorder.storage import _durable
     from recorder._env import iso_ns
-    from recorder.config import load_config
-    from recorder.journal import Journal, seal_line
+    from recorder.schema.config import load_config
+    from recorder.storage.journal import Journal, seal_line
     from recorder.protocol import Record
     from recorder.schema.accept import Acceptor
     from recorder.store import Store
     from recorder.testing import sample_audit, sample_message, sample_raw_action
-    from recorder.validation import _deep, _mentions_denied, _stored, safe_json
-    from recorder.writer import Entry, body
+    from recorder.schema.validation import _deep, _mentions_denied, _stored, safe_json
+    from recorder.storage.writer import Entry, body
 
     makers: dict[str, Callable[..., dict[str, Any]]] = {
         "a3cp_message": sample_message, "raw_action": sample_raw_action, "audit_event": sample_audit}

@@ -47,7 +47,7 @@ refused record is on disk; every logical record (``record_id``) is on disk
 exactly once in the end; ``recorder.verify`` is clean; no temp file is left;
 every Parquet file is readable; the audit log has exactly one
 ``segment_sealed`` event per segment with a manifest or catalog entry (with
-the manifest's record count) and none for any other (``recorder._trail``);
+the manifest's record count) and none for any other (``recorder.storage._trail``);
 no segment holds more than its type's ``rotate_records``. When the fault hit a record batch itself
 (``write``/``fdatasync`` of a data journal by its writer), the record in
 flight must not have been acknowledged as durable.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .client import Client
-from .config import Config, load_config
+from .schema.config import Config, load_config
 from .exceptions import (
     ClientClosed,
     ConfigError,
@@ -21,10 +21,10 @@ from .exceptions import (
     UsageError,
     ValidationError,
 )
-from .reader import Problem, read, read_table, verify
-from .recheck import recheck
-from .registry import Registry
-from .replay import replay
+from .reading.reader import Problem, read, read_table, verify
+from .reading.recheck import recheck
+from .schema.registry import Registry
+from .reading.replay import replay
 from .schema.fast import check as fast_check
 from .schema.fast import implied as fast_implied
 from .store import Store

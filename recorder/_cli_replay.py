@@ -16,7 +16,7 @@ from ._env import iso_ns
 from .exceptions import RecorderError, UsageError
 
 if TYPE_CHECKING:
-    from .replay import Replay
+    from .reading.replay import Replay
 
 __all__ = ["add_commands"]
 
@@ -162,7 +162,7 @@ def _realtime(priority: int = 10) -> str | None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import Replay, parse_time
+    from .reading.replay import Replay, parse_time
 
     args.root = _root(args)
     parse_time(args.since, "--since")
@@ -217,7 +217,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_recheck(args: argparse.Namespace) -> int:
-    from .recheck import check_into, recheck
+    from .reading.recheck import check_into, recheck
 
     args.root = _root(args)
     if args.config and not os.path.isfile(args.config):

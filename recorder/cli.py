@@ -20,7 +20,7 @@ import msgspec
 from . import __version__, _logging
 from ._cli_replay import add_commands as _replay_commands
 from .publish._commands import add_commands as _publish_commands
-from .config import load_config
+from .schema.config import load_config
 from .exceptions import (
     ConfigError,
     CorruptionError,
@@ -32,7 +32,8 @@ from .exceptions import (
     StorageFull,
     UsageError,
 )
-from .reader import data_files, read, recorded_types, verify
+from .storage import INTERNAL_DIR
+from .reading.reader import data_files, read, recorded_types, verify
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 EXIT_CODES = """exit codes:
@@ -102,7 +103,7 @@ def _cmd_read(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .supervisor import Supervisor
+    from .service.supervisor import Supervisor
 
     return Supervisor(args.config, args.data_root, log_format=args.log_format, log_level=args.log_level,
                       metrics=args.metrics).run()
@@ -111,8 +112,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     import zmq
 
-    from ._run import endpoints
-    from ._stats import fetch_stats
+    from .service._run import endpoints
+    from .service._stats import fetch_stats
 
     cfg = load_config(args.config)
     ep = endpoints(cfg, args.data_root or cfg.recorder.data_root)
@@ -169,16 +170,16 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 def _cmd_catalog(args: argparse.Namespace) -> int:
     from ._env import runtime_env
-    from .catalog import rebuild
-    from .reader import _catalog, check_recording
+    from .storage.catalog import rebuild
+    from .reading.reader import _catalog, check_recording
 
     root = str(check_recording(_root(args)))
     if args.rebuild:
-        from ._run import take_lock
+        from .service._run import take_lock
 
-        if not os.path.isdir(os.path.join(root, "_recorder")):
-            raise NotARecording(root, "not a data root (no _recorder/ directory); --rebuild needs the data root")
-        fd = take_lock(os.path.join(root, "_recorder", "lock"),
+        if not os.path.isdir(os.path.join(root, INTERNAL_DIR)):
+            raise NotARecording(root, f"not a data root (no {INTERNAL_DIR}/ directory); --rebuild needs the data root")
+        fd = take_lock(os.path.join(root, INTERNAL_DIR, "lock"),
                        f"{root}: a recorder is running on it; stop it before rebuilding", mode=0o644)
         try:
             n = rebuild(root, {"env": runtime_env("(rebuild)")})
@@ -225,9 +226,9 @@ def _out_path(out: str) -> str:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from . import _durable
+    from .storage import _durable
     from ._progress import Progress
-    from .reader import read_table
+    from .reading.reader import read_table
 
     root = _root(args)
     out = _out_path(args.out)

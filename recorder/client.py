@@ -31,9 +31,9 @@ import zmq
 from pydantic import BaseModel
 
 from . import protocol as P
-from ._ids import holds_record_id, new_record_id
-from ._run import endpoints
-from .config import load_config
+from .schema._ids import holds_record_id, new_record_id
+from .service._run import endpoints
+from .schema.config import load_config
 from .exceptions import (
     ClientClosed,
     RecorderError,
@@ -42,7 +42,7 @@ from .exceptions import (
     RejectedError,
     ValidationError,
 )
-from .validation import encode_record
+from .schema.validation import encode_record
 
 __all__ = ["Client"]
 
@@ -303,7 +303,7 @@ class Client:
     def _type_of(self, obj: Any) -> str:
         if isinstance(obj, BaseModel):
             if self._types is None:
-                from .registry import Registry
+                from .schema.registry import Registry
 
                 reg = Registry.from_config(load_config(self._config))
                 self._types = {m: name for name, s in reg.specs.items() for _, m in s.models}

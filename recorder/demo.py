@@ -23,7 +23,7 @@ from typing import Any
 
 from .client import Client
 from .exceptions import RejectedError, UsageError
-from .reader import read, verify
+from .reading.reader import read, verify
 from .testing import invalid_samples, sample_audit, sample_message, sample_raw_action
 
 

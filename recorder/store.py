@@ -17,27 +17,26 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import _durable
+from .storage import INTERNAL_DIR, _durable
 from ._env import iso_ms_now, iso_ns, runtime_env
-from ._ids import holds_record_id, new_record_id, with_default_version
-from ._run import take_lock
-from .config import Config, load_config
+from .schema._ids import holds_record_id, new_record_id, with_default_version
+from .service._run import take_lock
+from .schema.config import Config, load_config
 from .exceptions import RecorderError, StorageFull, ValidationError
-from .journal import Journal
-from .registry import Registry
+from .storage.journal import Journal
+from .schema.registry import Registry
 from .protocol import Record
 from .schema.accept import Accepted, Acceptor
-from .validation import encode_record, quarantine_copy, safe_json
-from .catalog import Catalog
+from .schema.validation import encode_record, quarantine_copy, safe_json
+from .storage.catalog import Catalog
 from .publish._state import data_bytes, unpublished_check
-from .segments import Sealer, Usage
-from ._dedup import DurableIndex
-from ._segfiles import SEALED_TAIL, pseqs_after
-from .writer import Entry, TypeWriter, open_journal
+from .storage.segments import Sealer, Usage
+from .service._dedup import DurableIndex
+from .storage._segfiles import SEALED_TAIL, pseqs_after
+from .storage.writer import Entry, TypeWriter, open_journal
 
 __all__ = ["Store", "INTERNAL_DIR"]
 
-INTERNAL_DIR = "_recorder"
 _log = logging.getLogger("recorder.store")
 _LEASE = 1_000_000  # sequence numbers reserved per durable lease write
 

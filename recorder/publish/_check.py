@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Config
+from ..schema.config import Config
 from ..exceptions import PublishError
 from ._lake import Lake, storage_options
 from ._publisher import app_id

@@ -10,8 +10,9 @@ import argparse
 import os
 from collections.abc import Callable
 
-from ..config import load_config
+from ..schema.config import load_config
 from ..exceptions import NotARecording, UsageError
+from ..storage import INTERNAL_DIR
 
 __all__ = ["add_commands"]
 
@@ -21,8 +22,8 @@ def _config(args: argparse.Namespace) -> tuple[str, object]:
     if config.publish is None:
         raise UsageError("--config", f"{config.source} has no [publish] table (docs/FLEET.md)")
     root = args.root or args.data_root or config.recorder.data_root
-    if not os.path.isdir(os.path.join(root, "_recorder")):
-        raise NotARecording(root, "not a data root (no _recorder/ directory)")
+    if not os.path.isdir(os.path.join(root, INTERNAL_DIR)):
+        raise NotARecording(root, f"not a data root (no {INTERNAL_DIR}/ directory)")
     return os.path.realpath(root), config
 
 

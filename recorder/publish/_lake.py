@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..config import PublishSettings
+from ..schema.config import PublishSettings
 from ..exceptions import ConfigError, PublishError
 
 try:

@@ -23,9 +23,9 @@ from typing import Any
 
 from .. import __version__
 from .._env import iso_ns
-from ..config import Config
+from ..schema.config import Config
 from ..exceptions import PublishError, RecorderIdConflict
-from ..registry import Registry
+from ..schema.registry import Registry
 from ._lake import Lake, storage_options
 from ._state import (backlog, catalog_segments, data_bytes, load_state, publish_types, published, recorder_id,
                      save_state, tables_of)

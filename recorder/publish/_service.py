@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import _logging
 from .._progress import Progress
-from ..config import Config, load_config
+from ..schema.config import Config, load_config
 from ..exceptions import ConfigError, PublishError, RecorderError, RecorderIdConflict
 from ._publisher import Publisher
 from ._state import lock_publication

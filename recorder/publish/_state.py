@@ -24,18 +24,18 @@ from typing import Any
 
 import msgspec
 
-from .. import _durable
+from ..storage import INTERNAL_DIR, _durable
 from .._env import iso_ns
-from .._paths import check_identifier
-from .._run import take_lock
-from ..config import Config, PublishSettings
+from ..schema._paths import check_identifier
+from ..service._run import take_lock
+from ..schema.config import Config, PublishSettings
 from ..exceptions import ConfigError, UnsafeIdentifier
 
 __all__ = ["INTERNAL", "LOCK", "STATE", "Backlog", "backlog", "catalog_segments", "data_bytes", "load_state",
            "lock_publication", "publish_types", "published", "recorder_id", "save_state", "table_name", "tables_of",
            "unpublished_check"]
 
-INTERNAL = "_recorder"
+INTERNAL = INTERNAL_DIR
 STATE = "publish.json"
 LOCK = "publish.lock"
 _ID_FILE = "recorder_id"

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..exceptions import PublishError
-from ..formats import parquet
-from ..registry import TypeSpec
+from ..storage.formats import parquet
+from ..schema.registry import TypeSpec
 from ._state import table_name
 
 __all__ = ["FIRST", "lake_tables", "read_segment"]

@@ -4,7 +4,7 @@ One ``Acceptor`` per schema type, compiled when the recorder loads its
 registry, is the only way a record gets in: the in-process ``Store`` and the
 service's writer actors call the same one. It tries the typed fast path
 (``recorder.schema.fast``) on records whose bytes need no second look, and
-otherwise applies the reference rules (``recorder.validation.validate``),
+otherwise applies the reference rules (``recorder.schema.validation.validate``),
 whose verdict and message always win. The envelope's fields are built from a
 cached per-stream part plus the per-record ids, ready to be joined once.
 """
@@ -18,11 +18,11 @@ from typing import Any
 import msgspec
 from msgspec import UNSET
 
-from .._paths import MISSING, check_identifier
+from ._paths import MISSING, check_identifier
 from ..exceptions import RecorderError, RecordTooLarge
 from ..protocol import Record
-from ..registry import TypeSpec
-from ..validation import Verdict, _scan_meta, safe_json, validate
+from .registry import TypeSpec
+from .validation import Verdict, _scan_meta, safe_json, validate
 from .fast import Fast, derive
 
 __all__ = ["Accepted", "Acceptor"]

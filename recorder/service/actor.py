@@ -18,11 +18,11 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .._ids import with_default_version
+from ..schema._ids import with_default_version
 from ..exceptions import DurabilityError, RecorderError, StorageFull, Unwritable, ValidationError
 from ..protocol import Record
 from ..store import Store
-from ..writer import Entry
+from ..storage.writer import Entry
 
 __all__ = ["BATCH_BOUNDS", "LATENCY_BOUNDS_NS", "MAX_BATCH_BYTES", "Done", "EndSession", "WriterActor"]
 

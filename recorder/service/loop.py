@@ -25,13 +25,13 @@ import psutil
 import zmq
 import zmq.auth
 
-from .. import _durable
+from ..storage import INTERNAL_DIR, _durable
 from .. import protocol as P
-from .._run import Endpoints
-from .._dedup import CHECKPOINT_S, DurableIndex
+from ._run import Endpoints
+from ._dedup import CHECKPOINT_S, DurableIndex
 from ..exceptions import RecorderError, RecordTooLarge, UnknownSchemaError, ValidationError
 from ..store import Store
-from ..writer import Entry
+from ..storage.writer import Entry
 from .actor import BATCH_BOUNDS, LATENCY_BOUNDS_NS, MAX_BATCH_BYTES, Done, EndSession, WriterActor
 
 __all__ = ["BUFFER_BYTES", "INGRESS_HWM", "IngestLoop"]
@@ -232,7 +232,7 @@ class IngestLoop:
         try:
             self.durable.save(self.store.state_fd, upto)
         except RecorderError as e:
-            self.store.event("checkpoint_failed", {"path": "_recorder/state/producers.json", "error": str(e)})
+            self.store.event("checkpoint_failed", {"path": f"{INTERNAL_DIR}/state/producers.json", "error": str(e)})
 
     def close_sockets(self) -> None:
         for s in (self.pull, self.ctl):

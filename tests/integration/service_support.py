@@ -24,8 +24,8 @@ from typing import IO, Any
 import pytest
 
 from recorder import read, verify
-from recorder._run import endpoints
-from recorder.config import load_config
+from recorder.service._run import endpoints
+from recorder.schema.config import load_config
 from recorder.exceptions import RecorderError
 
 HERE = Path(__file__).resolve().parent
@@ -243,7 +243,7 @@ def on_disk(root: Path) -> list[dict[str, Any]]:
 
 
 def by_producer(root: Path, per_type: bool = False) -> dict[Any, list[int]]:
-    """Producer sequences on disk, in read order (each producer's by ``pseq``, see recorder._order).
+    """Producer sequences on disk, in read order (each producer's by ``pseq``, see recorder.reading._order).
 
     Keyed by producer id, or by (producer id, schema type) with ``per_type``.
     """

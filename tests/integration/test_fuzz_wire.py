@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from recorder import protocol as P
 from recorder.client import Client
-from recorder.config import load_config
+from recorder.schema.config import load_config
 from recorder.testing import sample_audit, sample_message, sample_raw_action
 
 from .service_support import Proc, Procs, assert_verified, journal_lines, on_disk, stats, wait_for

@@ -20,8 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from recorder import Client, RejectedError, read
-from recorder._run import endpoints
-from recorder.config import default_config_text, load_config
+from recorder.service._run import endpoints
+from recorder.schema.config import default_config_text, load_config
 from recorder.protocol import decode_record
 from recorder.testing import sample_message
 

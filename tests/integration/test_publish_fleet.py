@@ -111,7 +111,7 @@ def test_three_recorders_publish_exactly_once_through_kills(tmp_path: Path, seaw
     assert conflicts >= 1, "three publishers into two tables and no commit conflict was retried"
     for k, v in seaweed.env().items():
         monkeypatch.setenv(k, v)
-    from recorder.config import load_config
+    from recorder.schema.config import load_config
     from recorder.publish._check import check
 
     for _, root, cfg in fleet:

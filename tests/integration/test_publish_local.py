@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recorder import Store
-from recorder.config import load_config
+from recorder.schema.config import load_config
 from recorder.exceptions import StorageFull
 from recorder.publish._state import catalog_segments, load_state, lock_publication
 from recorder.testing import sample_message

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recorder import Client
-from recorder._trail import check_trail, segment_sizes
+from recorder.storage._trail import check_trail, segment_sizes
 from recorder.testing import sample_message, sample_raw_action
 
 from .service_support import Procs, Proc, assert_verified, check_exactly_once, stats

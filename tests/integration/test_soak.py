@@ -32,7 +32,7 @@ import pytest
 from recorder import protocol as P
 from recorder import Store, read
 from recorder.testing import sample_message
-from recorder.validation import encode_record
+from recorder.schema.validation import encode_record
 
 from .service_support import Procs, journal_lines, wait_for
 
@@ -184,7 +184,7 @@ def test_records_of_a_sealed_segment_resent_after_a_restart_are_not_written_agai
             manifests = [root / f"logs/users/userb{i}/sessions/sb/a3cp_message_0000.manifest.json"
                          for i in range(others)]
             states = list(_active(root).values())
-            # every seal within the last two minutes stays listed (recorder/writer.py _RECENT_S)
+            # every seal within the last two minutes stays listed (recorder/storage/writer.py _RECENT_S)
             recent = sum(1 for st in states if st.startswith("recent"))
             return all(m.exists() for m in manifests) and recent == others + 1
 
@@ -234,7 +234,8 @@ def read_lines(path: Path) -> list[Any]:
 
 _KILL_IN_CHECKPOINT = """
 import os, signal, sys
-from recorder import Store, _durable
+from recorder import Store
+from recorder.storage import _durable
 from recorder.testing import sample_message
 root, session = sys.argv[1], sys.argv[2]
 store = Store(None, data_root=root)

@@ -12,8 +12,8 @@ import pydantic
 from hypothesis import HealthCheck, Phase, assume, event, note, settings
 from hypothesis import strategies as st
 
-from recorder.config import load_config
-from recorder.registry import Registry
+from recorder.schema.config import load_config
+from recorder.schema.registry import Registry
 
 REGISTRY = Registry.from_config(load_config(None))
 SCHEMAS = ["a3cp_message", "a3cp_message_1_1", "raw_action", "audit_event", "feedback_log", "base"]

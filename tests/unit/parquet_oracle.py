@@ -1,6 +1,6 @@
 """The value-by-value Parquet conversion that bulk conversion replaced, kept as the test oracle.
 
-This is ``recorder/formats/_arrow.py``'s column builders and ``parquet.to_table``
+This is ``recorder/storage/formats/_arrow.py``'s column builders and ``parquet.to_table``
 as they were before the bulk path (commit 3ff4afd), unchanged but for imports:
 ``test_parquet_bulk.py`` checks that the bulk path gives the same table.
 """
@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from recorder.exceptions import ConversionError as Bad
 from recorder.exceptions import ValidationError
-from recorder.formats._arrow import (
+from recorder.storage.formats._arrow import (
     EXTRA,
     FROM_ENVELOPE,
     KEYS as _KEYS,
@@ -35,7 +35,7 @@ from recorder.formats._arrow import (
     to_int,
     to_str,
 )
-from recorder.formats.parquet import _FROM_ENVELOPE, _envelope_fields, _metadata, _version_key
+from recorder.storage.formats.parquet import _FROM_ENVELOPE, _envelope_fields, _metadata, _version_key
 
 # -- column builders: values go straight into per-column Python lists -----------------
 

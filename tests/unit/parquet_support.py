@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 from recorder import a3cp
-from recorder.formats.parquet import EXTRA, FROM_ENVELOPE, INTERNAL, JSON_TYPE, NULLS
+from recorder.storage.formats.parquet import EXTRA, FROM_ENVELOPE, INTERNAL, JSON_TYPE, NULLS
 
 UUID_TYPE = pa.uuid() if hasattr(pa, "uuid") else pa.string()
 TS = pa.timestamp("us", tz="UTC")

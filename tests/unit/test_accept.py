@@ -25,8 +25,8 @@ from recorder.protocol import Record
 from recorder.schema.accept import Accepted, Acceptor
 from recorder.schema.fast import Fast, derive
 from recorder.a3cp import A3CPMessage, AuditEvent, FeedbackLogEntry, RawActionRecord
-from recorder.config import load_config, parse_config
-from recorder.registry import Registry
+from recorder.schema.config import load_config, parse_config
+from recorder.schema.registry import Registry
 from recorder.testing import sample_audit, sample_message, sample_raw_action
 
 REGISTRY = Registry.from_config(load_config(None))

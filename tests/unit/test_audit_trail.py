@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from recorder import Store, _durable, read, verify
+from recorder import Store, read, verify
+from recorder.storage import _durable
 from recorder.exceptions import DurabilityError
-from recorder._trail import check_trail, logged
+from recorder.storage._trail import check_trail, logged
 from recorder.testing import sample_message
 
 CONFIG = """\

@@ -8,7 +8,7 @@ import pytest
 
 import recorder
 from recorder import ConfigError, Registry, Store, load_config
-from recorder.config import default_config_text
+from recorder.schema.config import default_config_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -176,7 +176,7 @@ def test_schema_type_placeholder_keeps_templates_apart(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "ref",
-    ["no.such.module:Model", "recorder.a3cp:NoSuchModel", "recorder.a3cp", "recorder.config:load_config"],
+    ["no.such.module:Model", "recorder.a3cp:NoSuchModel", "recorder.a3cp", "recorder.schema.config:load_config"],
 )
 def test_unimportable_model_is_named(tmp_path: Path, ref: str) -> None:
     """A model reference that cannot be imported (or is not a pydantic model) names types.NAME.model."""

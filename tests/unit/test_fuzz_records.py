@@ -36,7 +36,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from recorder import DeniedFieldError, Store, UnsafeIdentifier, ValidationError, read, verify
-from recorder.config import default_config_text, parse_config
+from recorder.schema.config import default_config_text, parse_config
 from recorder.testing import sample_audit, sample_message, sample_raw_action
 
 

@@ -19,9 +19,9 @@ from recorder import Store, read
 from recorder.exceptions import DurabilityError, Unwritable
 from recorder.protocol import Record
 from recorder.testing import sample_message
-from recorder.writer import Entry, TypeWriter
+from recorder.storage.writer import Entry, TypeWriter
 
-import recorder.writer as writer_module
+import recorder.storage.writer as writer_module
 
 
 def _entries(s: Store, users: list[str]) -> list[Entry]:

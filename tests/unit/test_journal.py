@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from unit_support import audit_events, journal_path, line_starts, lines, scaled
 
 from recorder import Store, read, verify
-from recorder.config import default_config_text, parse_config
-from recorder.journal import GENESIS, Journal, check_line
-from recorder.reader import verify_file
+from recorder.schema.config import default_config_text, parse_config
+from recorder.storage.journal import GENESIS, Journal, check_line
+from recorder.reading.reader import verify_file
 from recorder.testing import sample_audit, sample_message, sample_raw_action
 
 HEADER: dict[str, Any] = {"schema_type": "test", "hash": "sha256"}
@@ -325,7 +325,7 @@ def test_store_cuts_a_torn_multi_line_batch(tmp_path: Path) -> None:
     committed = path.read_bytes()
     with Store(None, data_root=root) as s:
         from recorder.protocol import Record
-        from recorder.writer import Entry
+        from recorder.storage.writer import Entry
 
         entries = []
         for i in (1, 2, 3):

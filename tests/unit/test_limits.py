@@ -17,15 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_powerloss import scratch  # noqa: F401 - the fixture
 
-from recorder import StorageFull, Store, _durable, read, verify
-from recorder._segcheck import check_segments
-from recorder._trail import check_trail, segment_sizes
-from recorder._split import fitting, line_bytes
-from recorder.journal import Journal
+from recorder import StorageFull, Store, read, verify
+from recorder.storage import _durable
+from recorder.reading._segcheck import check_segments
+from recorder.storage._trail import check_trail, segment_sizes
+from recorder.storage._split import fitting, line_bytes
+from recorder.storage.journal import Journal
 from recorder.protocol import Record
 from recorder.testing import sample_message, sample_raw_action
-from recorder.validation import encode_record
-from recorder.writer import Entry
+from recorder.schema.validation import encode_record
+from recorder.storage.writer import Entry
 
 CONFIG = """\
 [recorder]

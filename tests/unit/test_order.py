@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recorder import Store, read, replay
-from recorder._order import Key, late_records, permutation, reorder
+from recorder.reading._order import Key, late_records, permutation, reorder
 from recorder.cli import main
-from recorder.reader import read_table
+from recorder.reading.reader import read_table
 from recorder.testing import sample_audit, sample_message, sample_raw_action
 
 

@@ -30,8 +30,8 @@ from unit_support import corpus_bytes
 
 from recorder import Store, a3cp
 from recorder.exceptions import ValidationError
-from recorder.formats import parquet
-from recorder.formats.parquet import EXTRA, FROM_ENVELOPE, JSON_TYPE, NULLS
+from recorder.storage.formats import parquet
+from recorder.storage.formats.parquet import EXTRA, FROM_ENVELOPE, JSON_TYPE, NULLS
 from recorder.testing import sample_audit, sample_message, sample_raw_action, timestamp
 
 # -- schema ------------------------------------------------------------------------------

@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict
 from test_parquet import Lax, Outer
 
 from recorder import Store
-from recorder.config import load_config
+from recorder.schema.config import load_config
 from recorder.exceptions import ValidationError
-from recorder.formats import parquet
-from recorder.reader import journal_files
-from recorder.registry import Registry
+from recorder.storage.formats import parquet
+from recorder.reading.reader import journal_files
+from recorder.schema.registry import Registry
 from recorder.testing import sample_audit, sample_message, sample_raw_action, timestamp
 
 REGISTRY = Registry.from_config(load_config(None))

@@ -13,9 +13,9 @@ import pytest
 from parquet_support import dir_fd  # noqa: F401 - the fixture
 from parquet_support import A3CP_MODELS, envelope
 
-from recorder import _durable
+from recorder.storage import _durable
 from recorder.exceptions import DurabilityError, StorageFull
-from recorder.formats import parquet
+from recorder.storage.formats import parquet
 from recorder.testing import sample_message
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from pydantic import BaseModel
 
 from recorder import a3cp
 from recorder.exceptions import ValidationError
-from recorder.formats import parquet
-from recorder.formats.parquet import EXTRA, FROM_ENVELOPE, NULLS
+from recorder.storage.formats import parquet
+from recorder.storage.formats.parquet import EXTRA, FROM_ENVELOPE, NULLS
 from recorder.testing import sample_audit, sample_message
 
 # -- evolution ---------------------------------------------------------------------------

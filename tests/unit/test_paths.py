@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recorder import DurabilityError, Store, UnsafeIdentifier, ValidationError
-from recorder._paths import Template, can_collide, check_identifier
+from recorder.schema._paths import Template, can_collide, check_identifier
 from recorder.testing import sample_message
 
 UNSAFE = [

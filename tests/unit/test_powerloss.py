@@ -1,7 +1,7 @@
 """Power loss, simulated: crash states built from the durability op log recover every acknowledged record.
 
 A SIGKILL leaves the page cache intact, so it cannot show a missing fsync.
-Here ``recorder._durable`` logs every write, fdatasync, fsync, truncate,
+Here ``recorder.storage._durable`` logs every write, fdatasync, fsync, truncate,
 create, rename, unlink and directory fsync of a Store's workload (rotation
 and a Parquet seal included), with a marker after each ``Store.record``
 returned (the acknowledgement). For a crash after op k the checker builds
@@ -41,7 +41,8 @@ from typing import Any
 import pytest
 from unit_support import scaled
 
-from recorder import _durable, read, verify
+from recorder.storage import _durable
+from recorder import read, verify
 from recorder.store import Store
 from recorder.testing import sample_message, sample_raw_action
 

@@ -13,11 +13,11 @@ from unit_support import journal_path, line_starts
 
 from recorder import CorruptionError, Store, read, verify
 from recorder.cli import main
-from recorder.journal import Journal
-from recorder.reader import journal_files, verify_file
+from recorder.storage.journal import Journal
+from recorder.reading.reader import journal_files, verify_file
 from recorder.testing import sample_audit, sample_message, sample_raw_action, timestamp
 from recorder.protocol import Record
-from recorder.writer import Entry
+from recorder.storage.writer import Entry
 
 
 def populate(root: Path) -> list[tuple[str, dict[str, Any]]]:

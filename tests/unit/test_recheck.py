@@ -16,8 +16,8 @@ from unit_support import audit_events, quarantine
 from recorder import Store, read, recheck, verify
 from recorder.a3cp import A3CPMessage
 from recorder.cli import main
-from recorder.config import default_config_text, parse_config
-from recorder.recheck import SOURCE_TAGS
+from recorder.schema.config import default_config_text, parse_config
+from recorder.reading.recheck import SOURCE_TAGS
 from recorder.testing import sample_audit, sample_message, sample_raw_action
 
 

@@ -14,12 +14,12 @@ from test_reader import populate
 from recorder import CorruptionError, RecorderError, Store, read, replay
 from recorder._env import iso_ns
 from recorder.cli import main
-from recorder.config import parse_config
-from recorder.replay import ScheduleStats, SimulatedClock, parse_time
+from recorder.schema.config import parse_config
+from recorder.reading.replay import ScheduleStats, SimulatedClock, parse_time
 from recorder.testing import sample_audit, sample_message, sample_raw_action, timestamp
 from recorder.protocol import Record
-from recorder.validation import encode_record
-from recorder.writer import Entry
+from recorder.schema.validation import encode_record
+from recorder.storage.writer import Entry
 
 T0 = parse_time("2026-03-01T09:00:00Z", "t0") or 0
 MS = 1_000_000

@@ -14,10 +14,11 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from segment_support import SESSION, manifest, pseqs, write_config
 
-from recorder import Store, _durable
-from recorder._segcheck import check_segments
-from recorder._trail import check_trail
-from recorder.formats import parquet
+from recorder import Store
+from recorder.storage import _durable
+from recorder.reading._segcheck import check_segments
+from recorder.storage._trail import check_trail
+from recorder.storage.formats import parquet
 from recorder.testing import sample_message
 
 

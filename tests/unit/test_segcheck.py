@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from recorder import Store, verify
-from recorder._segcheck import _parquet_rows, check_segments
-from recorder.catalog import rebuild
-from recorder.reader import Problem
+from recorder.reading._segcheck import _parquet_rows, check_segments
+from recorder.storage.catalog import rebuild
+from recorder.reading.reader import Problem
 from recorder.testing import sample_message
 
 SESSION = Path("logs/elias01/sess_demo")

@@ -16,10 +16,10 @@ from parquet_support import assert_file_equals_journal
 from segment_support import SESSION, catalog_state, lines_of, manifest, manifests, read_verify, write_config
 
 from recorder import Store, a3cp, read
-from recorder._segcheck import check_segments
-from recorder.catalog import rebuild
-from recorder.formats import parquet
-from recorder.journal import GENESIS
+from recorder.reading._segcheck import check_segments
+from recorder.storage.catalog import rebuild
+from recorder.storage.formats import parquet
+from recorder.storage.journal import GENESIS
 from recorder.testing import sample_audit, sample_message, sample_raw_action, timestamp
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from segment_support import SESSION, catalog_state, lines_of, pseqs, read_verify, write_config
 
-from recorder import StorageFull, Store, _durable
-from recorder._segcheck import check_segments
+from recorder import StorageFull, Store
+from recorder.storage import _durable
+from recorder.reading._segcheck import check_segments
 from recorder.testing import sample_message
 
 

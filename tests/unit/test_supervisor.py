@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recorder.supervisor import RestartPolicy
+from recorder.service.supervisor import RestartPolicy
 
 
 def test_backoff_grows_and_is_capped() -> None:

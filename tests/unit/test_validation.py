@@ -22,7 +22,7 @@ from recorder import (
     read,
     verify,
 )
-from recorder.config import default_config_text, parse_config
+from recorder.schema.config import default_config_text, parse_config
 from recorder.testing import invalid_samples, sample_message, sample_raw_action
 
 SECRET = "U0VDUkVUUEFZTE9BRA"  # stands for the base64 payload of a frame; must never reach disk

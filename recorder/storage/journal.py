@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from . import _durable
-from .exceptions import CorruptionError, RecorderError
+from ..exceptions import CorruptionError, RecorderError
 
 __all__ = ["Journal", "Recovery", "check_line", "GENESIS", "FORMAT_VERSION"]
 

@@ -19,13 +19,12 @@ from typing import Any
 
 import msgspec
 
-from . import _durable
+from . import INTERNAL_DIR, _durable
 from .catalog import scan_manifests
 
 __all__ = ["AUDIT", "Trail", "check_trail", "logged", "segment_sizes"]
 
 AUDIT = "audit.jsonl"
-_INTERNAL = "_recorder"
 _FIRST = 64 << 10  # the first chunk read from the log's end: events just written are there
 _CHUNK = 1 << 20
 
@@ -52,7 +51,7 @@ def logged(root_fd: int, kind: str, paths: Iterable[str]) -> set[str]:
     found: set[str] = set()
     if not want:
         return found
-    dir_fd = _durable.open_dirs(root_fd, [_INTERNAL], _INTERNAL)
+    dir_fd = _durable.open_dirs(root_fd, [INTERNAL_DIR], INTERNAL_DIR)
     try:
         try:
             fd = os.open(AUDIT, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -127,7 +126,7 @@ def check_trail(root: str | Path) -> Trail:
     records: dict[str, Any] = {}
     deleted: Counter[str] = Counter()
     failed: set[str] = set()
-    for e in _lines(root / _INTERNAL / AUDIT):
+    for e in _lines(root / INTERNAL_DIR / AUDIT):
         kind = str(e.get("event_type"))
         rec: dict[str, Any] = e["record"] if isinstance(e.get("record"), dict) else {}
         t.events[kind] += 1
@@ -153,7 +152,7 @@ def check_trail(root: str | Path) -> Trail:
             on_disk[str(m.get("path"))] = m
             tombs.add(str(m.get("path")))
     catalog: set[str] = set()
-    for e in _lines(root / _INTERNAL / "catalog.jsonl"):
+    for e in _lines(root / INTERNAL_DIR / "catalog.jsonl"):
         catalog.add(str((e.get("manifest") or {}).get("path")))
     t.catalog = len(catalog)
     for path in sorted(set(on_disk) | catalog):
@@ -187,7 +186,7 @@ def segment_sizes(root: str | Path) -> dict[str, list[tuple[str, int, int]]]:
                                                                               int(m.get("bytes") or 0))
     for path in sorted(root.rglob("*.jsonl")):
         rel = str(path.relative_to(root))
-        if rel.startswith(_INTERNAL + "/") or path.name.startswith("."):
+        if rel.startswith(INTERNAL_DIR + "/") or path.name.startswith("."):
             continue
         data = path.read_bytes()
         try:

@@ -15,18 +15,18 @@ from typing import Any
 import msgspec
 
 from . import _durable
-from ._env import iso_ns
-from ._paths import date_fields
+from .._env import iso_ns
+from ..schema._paths import date_fields
 from ._segfiles import (EventSink, has_manifest, open_journal, read_all, recent_time, sealed_tail, segment_counts,
                         stored_head)
 from ._split import fitting
 from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
-from .exceptions import DurabilityError, RecorderError, StorageFull, Unwritable
+from ..exceptions import DurabilityError, RecorderError, StorageFull, Unwritable
 from .journal import GENESIS, Journal, Recovery
-from .registry import TypeSpec
-from .schema.accept import Accepted
-from .validation import safe_json
+from ..schema.registry import TypeSpec
+from ..schema.accept import Accepted
+from ..schema.validation import safe_json
 
 __all__ = ["Entry", "RETRY_UNWRITABLE_S", "TypeWriter", "open_journal"]
 

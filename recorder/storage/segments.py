@@ -20,12 +20,12 @@ from typing import Any
 
 import msgspec
 
-from . import _durable
-from ._env import iso_ns
+from . import INTERNAL_DIR, _durable
+from .._env import iso_ns
 from ._segfiles import manifest_of
 from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, Catalog
-from .registry import Registry
+from ..schema.registry import Registry
 
 __all__ = ["Sealer", "Usage", "build_manifest", "stem_of", "MANIFEST_VERSION"]
 
@@ -203,7 +203,7 @@ class Sealer(threading.Thread):
         try:
             self._log_interrupted_deletes()
         except Exception as e:  # noqa: BLE001 - an audit gap is reported, never a reason to stop sealing
-            self.on_event("seal_failed", {"path": "_recorder/audit.jsonl", "error": f"{type(e).__name__}: {e}"})
+            self.on_event("seal_failed", {"path": f"{INTERNAL_DIR}/audit.jsonl", "error": f"{type(e).__name__}: {e}"})
         while True:
             try:
                 job = self.jobs.get(timeout=5.0)

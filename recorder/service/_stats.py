@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 import zmq
 
-from . import protocol as P
-from .exceptions import RecorderUnavailable
+from .. import protocol as P
+from ..exceptions import RecorderUnavailable
 
 __all__ = ["fetch_stats"]
 

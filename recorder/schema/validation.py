@@ -18,8 +18,8 @@ import pydantic
 from pydantic import BaseModel
 
 from ._paths import check_identifier
-from .exceptions import DeniedFieldError, RecordTooLarge, ValidationError
-from .protocol import Record
+from ..exceptions import DeniedFieldError, RecordTooLarge, ValidationError
+from ..protocol import Record
 from .registry import TypeSpec
 
 __all__ = ["Verdict", "encode_record", "validate", "safe_json", "quarantine_copy"]

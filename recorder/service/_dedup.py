@@ -26,7 +26,7 @@ from bisect import bisect_right
 
 import msgspec
 
-from . import _durable
+from ..storage import INTERNAL_DIR, _durable
 
 __all__ = ["CHECKPOINT_S", "DurableIndex", "MAX_INTERVALS", "MAX_PRODUCERS", "TTL_S"]
 
@@ -129,7 +129,7 @@ class DurableIndex:
         self.prune(time.time())
         doc = _Doc(upto, {p: (round(self.seen.get(p, 0.0), 3), [(a, b) for a, b in iv])
                           for p, iv in self.intervals.items()})
-        _durable.write_new(state_fd, _NAME, msgspec.json.encode(doc), f"_recorder/state/{_NAME}")
+        _durable.write_new(state_fd, _NAME, msgspec.json.encode(doc), f"{INTERNAL_DIR}/state/{_NAME}")
         self.upto = upto
         self.dirty = False
 

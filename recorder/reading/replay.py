@@ -5,7 +5,7 @@ yields: by ``seq``, each producer by ``pseq``) and holds each record back
 until its original offset from the first one, divided by ``speed``. Files are chosen and skipped with the catalog and the
 manifests' time ranges, and opened only when the merge reaches them, so
 seeking into a long recording reads only what overlaps the window
-(``recorder._replay_files``). This module holds the clocks and the pacing.
+(``recorder.reading._replay_files``). This module holds the clocks and the pacing.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ._replay_files import By, Filter, Item, Merge, find_sources, late_index, parse_time
-from .exceptions import RecorderError
+from ..exceptions import RecorderError
 
 __all__ = ["Clock", "Replay", "ScheduleStats", "SimulatedClock", "SystemClock", "replay", "parse_time"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from pydantic import BaseModel
 
-from .protocol import Record
+from ..protocol import Record
 
 __all__ = ["holds_ids", "holds_record_id", "new_record_id", "with_default_version"]
 

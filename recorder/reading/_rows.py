@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from .formats._layout import EXTRA, FROM_ENVELOPE, INTERNAL, NULLS
+from ..storage.formats._layout import EXTRA, FROM_ENVELOPE, INTERNAL, NULLS
 
 __all__ = ["parquet_rows", "py"]
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from .exceptions import DurabilityError, StorageFull, Unwritable
+from ..exceptions import DurabilityError, StorageFull, Unwritable
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from ._run import endpoints, lock_endpoints, release_endpoints, take_lock
-from .config import load_config, metrics_address
-from .exceptions import ConfigError, UsageError
-from .registry import Registry
+from ..schema.config import load_config, metrics_address
+from ..exceptions import ConfigError, UsageError
+from ..schema.registry import Registry
+from ..storage import INTERNAL_DIR
 
 if TYPE_CHECKING:
     from ._metrics import MetricsServer
-    from .publish._keeper import PublisherKeeper
+    from ..publish._keeper import PublisherKeeper
 
 __all__ = ["RestartPolicy", "Supervisor"]
 
@@ -133,7 +134,7 @@ class Supervisor:
 
     def _lock(self) -> None:
         self._endpoint_lock = lock_endpoints(self.ep)
-        internal = os.path.join(self.data_root, "_recorder")
+        internal = os.path.join(self.data_root, INTERNAL_DIR)
         try:
             os.makedirs(internal, exist_ok=True)
             self._locks.append(take_lock(os.path.join(internal, "supervisor.lock"),
@@ -177,7 +178,7 @@ class Supervisor:
         """With a [publish] table: a publisher process beside the recorder, restarted on its own terms."""
         if self.config.publish is None:
             return
-        from .publish._keeper import PublisherKeeper
+        from ..publish._keeper import PublisherKeeper
 
         self._publisher = PublisherKeeper(self.data_root, self.config_path, self.log_format, self.log_level,
                                           self.out)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from ._paths import check_identifier
-from .exceptions import ConfigError, UnsafeIdentifier
+from ..exceptions import ConfigError, UnsafeIdentifier
 
 __all__ = ["RecorderSettings", "TypeConfig", "PublishSettings", "Config", "load_config", "default_config_text", "metrics_address"]
 

@@ -34,12 +34,12 @@ from typing import Any
 
 import msgspec
 
-from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
+from ..storage import INTERNAL_DIR
+from ..storage.catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
 from .reader import Problem, verify_file
 
 __all__ = ["check_segments"]
 
-INTERNAL_DIR = "_recorder"
 CATALOG = f"{INTERNAL_DIR}/catalog.jsonl"
 _TEMP_PATTERNS = (".*.tmp-*", ".catalog.rebuild")
 _CHUNK = 1 << 20

@@ -16,7 +16,7 @@ import msgspec
 
 from . import _durable
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
-from .exceptions import RecorderError
+from ..exceptions import RecorderError
 from .journal import GENESIS, Journal, Recovery
 
 __all__ = ["SEALED_ROWS", "SEALED_TAIL", "EventSink", "has_manifest", "manifest_of", "open_journal", "pseqs_after",

@@ -18,14 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._progress import Progress
-from .config import Config, load_config
-from .exceptions import ValidationError
-from .protocol import Record
-from .registry import Registry
-from .schema.accept import Acceptor
+from .._progress import Progress
+from ..schema.config import Config, load_config
+from ..exceptions import ValidationError
+from ..protocol import Record
+from ..schema.registry import Registry
+from ..schema.accept import Acceptor
 from .replay import Replay
-from .store import Store
+from ..store import Store
+from ..storage import INTERNAL_DIR
 
 __all__ = ["Failure", "TypeResult", "RecheckResult", "recheck", "check_into", "SOURCE_TAGS"]
 
@@ -100,7 +101,7 @@ class RecheckResult:
                         f"{f.field}: {f.reason}" for f in t.failures]
         if self.into is not None:
             out.append(f"into {self.into}: {self.checked - self.failed} recorded, {self.failed} quarantined "
-                       f"(_recorder/quarantine.jsonl)")
+                       f"({INTERNAL_DIR}/quarantine.jsonl)")
         return out
 
 

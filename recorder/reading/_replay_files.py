@@ -21,8 +21,8 @@ from typing import Any, BinaryIO, Literal
 import msgspec
 
 from ._order import Key, Late, late_records, reorder
-from .catalog import Segment
-from .exceptions import CorruptionError
+from ..storage.catalog import Segment
+from ..exceptions import CorruptionError
 from ._rows import py
 from .reader import _catalog, walk_data_files
 
@@ -417,7 +417,7 @@ def _parquet_keys(path: Path, flt: Filter) -> Iterator[Key]:
 
 
 def late_index(sources: list[_Source], flt: Filter) -> Late:
-    """The late records among what a merge of ``sources`` yields (``recorder._order``): one light pass."""
+    """The late records among what a merge of ``sources`` yields (``recorder.reading._order``): one light pass."""
     def keys(src: _Source) -> Iterator[Key]:
         if src.path.suffix == ".parquet":
             return _parquet_keys(src.path, flt)
@@ -427,7 +427,7 @@ def late_index(sources: list[_Source], flt: Filter) -> Late:
 
 
 class Merge:
-    """The sources merged by ``seq``, then put in read order (``recorder._order``); each is opened when
+    """The sources merged by ``seq``, then put in read order (``recorder.reading._order``); each is opened when
     the merge reaches its first ``seq``, or earlier through ``prefetch`` (a Parquet file takes
     milliseconds to open: better in a long wait)."""
 
@@ -463,7 +463,7 @@ class Merge:
         return False
 
     def next(self) -> Item | None:
-        """The next record in read order (``recorder._order``), or None."""
+        """The next record in read order (``recorder.reading._order``), or None."""
         return next(self._out, None)
 
     def _next_by_seq(self) -> Item | None:

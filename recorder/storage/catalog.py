@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from . import _durable
+from . import INTERNAL_DIR, _durable
 from .journal import Journal
 
 __all__ = ["Catalog", "Segment", "MANIFEST_SUFFIX", "TOMBSTONE_SUFFIX", "scan_manifests"]
@@ -82,7 +82,7 @@ class Catalog:
         #: (op, journal path) of the last entries found at start, oldest first (a kill may have cut the
         #: work that follows an entry short: the sealer finishes it)
         self.last: deque[tuple[str, str]] = deque(maxlen=16)
-        self.journal, rec = open_journal(internal_fd, self.NAME, f"_recorder/{self.NAME}",
+        self.journal, rec = open_journal(internal_fd, self.NAME, f"{INTERNAL_DIR}/{self.NAME}",
                                          {**header, "schema_type": "catalog"}, on_event, hashing=True, fsync=True)
         if rec.damaged is None:
             self._load()
@@ -155,7 +155,7 @@ def scan_manifests(root: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every manifest and tombstone under ``root`` as (kind, document), kind 'seal' or 'delete'."""
     for dirpath, dirnames, filenames in os.walk(root):
         if dirpath == str(root):
-            dirnames[:] = [d for d in dirnames if d != "_recorder"]
+            dirnames[:] = [d for d in dirnames if d != INTERNAL_DIR]
         dirnames.sort()
         for f in sorted(filenames):
             if f.endswith(MANIFEST_SUFFIX) and not f.startswith("."):
@@ -170,7 +170,7 @@ def rebuild(root: str | Path, header: dict[str, Any]) -> int:
     """Write a new catalog from the manifests and tombstones on disk; returns entries written."""
     root = os.path.realpath(root)
     root_fd = _durable.open_root(root)
-    internal_fd = _durable.open_dirs(root_fd, ["_recorder"], "_recorder")
+    internal_fd = _durable.open_dirs(root_fd, [INTERNAL_DIR], INTERNAL_DIR)
     try:
         lines: list[bytes] = []
         n = 0
@@ -183,14 +183,14 @@ def rebuild(root: str | Path, header: dict[str, Any]) -> int:
             lines.append(msgspec.json.encode(entry)[:-1])
         tmp_name = ".catalog.rebuild"
         _durable.unlink(internal_fd, tmp_name, tmp_name)
-        j = Journal(internal_fd, tmp_name, f"_recorder/{tmp_name}", hashing=True, fsync=True)
+        j = Journal(internal_fd, tmp_name, f"{INTERNAL_DIR}/{tmp_name}", hashing=True, fsync=True)
         j.open({**header, "schema_type": "catalog", "rebuilt": True})
         if lines:
             j.append(lines)
         j.last_seq = n
         _durable.close(j.fd)
-        _durable.rename(internal_fd, tmp_name, Catalog.NAME, "_recorder/catalog.jsonl")
-        _durable.unlink(internal_fd, Catalog.NAME + ".head", "_recorder/catalog.jsonl.head")
+        _durable.rename(internal_fd, tmp_name, Catalog.NAME, f"{INTERNAL_DIR}/catalog.jsonl")
+        _durable.unlink(internal_fd, Catalog.NAME + ".head", f"{INTERNAL_DIR}/catalog.jsonl.head")
         return n
     finally:
         _durable.close(internal_fd)

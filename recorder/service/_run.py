@@ -7,8 +7,8 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from .config import Config
-from .exceptions import RecorderError
+from ..schema.config import Config
+from ..exceptions import RecorderError
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ._stats import fetch_stats
-from .exceptions import RecorderError, RecorderUnavailable
+from ..exceptions import RecorderError, RecorderUnavailable
 
 __all__ = ["MetricsServer"]
 

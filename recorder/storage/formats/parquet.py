@@ -96,8 +96,8 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from .. import _durable
-from ..exceptions import ConversionError, UsageError, ValidationError
-from ..registry import parse_version
+from ...exceptions import ConversionError, UsageError, ValidationError
+from ...schema.registry import parse_version
 from ._arrow import (
     EXTRA,
     FROM_ENVELOPE,
@@ -248,7 +248,7 @@ def to_table(lines: Iterable[bytes | dict[str, Any]],
     (columns added by a newer minor version are null in older rows). The
     journal's chain fields (``commit``, ``prev``, ``h``) are ignored. Each
     line takes one typed decode and each column one pyarrow call
-    (``recorder.formats._bulk``); a line with lax values is converted value by
+    (``recorder.storage.formats._bulk``); a line with lax values is converted value by
     value, with the same result.
 
     Args:
@@ -424,7 +424,7 @@ def write(dir_fd: int, name: str, table: pa.Table, label: str) -> str:
     """Write ``table`` as the Parquet file ``name`` in ``dir_fd``, whole or not at all.
 
     The file is written to a hidden temporary name, fsync'd, renamed into
-    place and the directory fsync'd (:func:`recorder._durable.publish`).
+    place and the directory fsync'd (:func:`recorder.storage._durable.publish`).
     zstd compression; the Arrow schema is stored, with key-value metadata
     ``recorder.format_version``, ``recorder.schema_type`` and
     ``recorder.schema_versions`` (a JSON array).

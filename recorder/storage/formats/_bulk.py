@@ -11,7 +11,7 @@ touches only what the layout adds (``_nulls``, ``_from_envelope``,
 ``raw_action``).
 
 A line the typed decode refuses is decoded plainly and shaped value by
-value with the leaf conversions of ``recorder.formats._arrow`` (pydantic's
+value with the leaf conversions of ``recorder.storage.formats._arrow`` (pydantic's
 lax rules), which also name the field of a value that cannot be converted:
 lax values pydantic accepted (``"3"`` for an int, an epoch number for a
 time), a time with more than six fraction digits (msgspec rounds it, the
@@ -36,7 +36,7 @@ from typing import Any, NotRequired, Required, TypedDict
 import msgspec
 import pyarrow as pa
 
-from ..exceptions import ConversionError
+from ...exceptions import ConversionError
 from ._arrow import (
     EXTRA,
     FROM_ENVELOPE,

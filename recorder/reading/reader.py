@@ -15,15 +15,15 @@ from typing import Any
 import msgspec
 
 from ._order import Key, late_records, reorder
-from ._progress import Progress
+from .._progress import Progress
 from ._rows import parquet_rows
-from .exceptions import CorruptionError, NotARecording, UsageError
-from .journal import FORMAT_VERSION, GENESIS, check_line
+from ..exceptions import CorruptionError, NotARecording, UsageError
+from ..storage import INTERNAL_DIR
+from ..storage.journal import FORMAT_VERSION, GENESIS, check_line
 
 __all__ = ["read", "read_table", "data_files", "verify", "verify_file", "journal_files", "Problem",
            "check_recording", "recorded_types"]
 
-INTERNAL_DIR = "_recorder"
 _log = logging.getLogger("recorder.read")
 #: called with each malformed line that reading skipped (file, line number and offset)
 OnProblem = Callable[[CorruptionError], None]
@@ -279,7 +279,7 @@ def data_files(root: str | Path, *, schema_type: str | None = None, user_id: str
     Raises:
         NotARecording: ``root`` does not exist or holds no recording.
     """
-    from .catalog import Segment
+    from ..storage.catalog import Segment
 
     root = check_recording(root)
     catalog = _catalog(root)
@@ -355,9 +355,9 @@ def read_table(root: str | Path, schema_type: str, *, config: str | Path | None 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from .config import load_config
-    from .formats import parquet
-    from .registry import Registry
+    from ..schema.config import load_config
+    from ..storage.formats import parquet
+    from ..schema.registry import Registry
 
     spec = Registry.from_config(load_config(config)).get(schema_type)
     lo, hi = _bound(since, "since"), _bound(until, "until")

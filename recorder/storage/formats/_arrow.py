@@ -2,9 +2,9 @@
 
 The format-independent half of the Parquet output: :func:`model_node` derives
 from a model the Arrow type of its records and how each JSON value converts
-(the mapping is documented in ``recorder.formats.parquet``);
+(the mapping is documented in ``recorder.storage.formats.parquet``);
 :func:`merge_fields` unifies the schemas of several versions or files. The
-conversion of whole records in bulk is ``recorder.formats._bulk``.
+conversion of whole records in bulk is ``recorder.storage.formats._bulk``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pyarrow as pa
 from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
-from ..exceptions import ConversionError, ValidationError
+from ...exceptions import ConversionError, ValidationError
 from ._layout import EXTRA, FROM_ENVELOPE, INTERNAL, NULLS
 
 __all__ = ["EXTRA", "FROM_ENVELOPE", "INTERNAL", "JSON_TYPE", "KEYS", "NULLS", "TIMESTAMP", "UUID_TYPE", "Conv",

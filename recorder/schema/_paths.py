@@ -7,7 +7,7 @@ import string
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .exceptions import UnsafeIdentifier
+from ..exceptions import UnsafeIdentifier
 
 #: What an identifier that becomes a path part may look like: a plain name,
 #: starting with a letter or digit, so ``..``, hidden files, separators, NUL,

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from ._paths import Template, can_collide, check_identifier
 from .config import Config, TypeConfig
-from .exceptions import ConfigError, UnknownSchemaError, ValidationError
+from ..exceptions import ConfigError, UnknownSchemaError, ValidationError
 
 __all__ = ["Registry", "TypeSpec", "parse_version"]
 

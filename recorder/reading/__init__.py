@@ -1,0 +1,1 @@
+"""The read side: read, filter, order, verify, replay and recheck recordings."""
