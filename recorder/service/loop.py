@@ -191,8 +191,8 @@ class IngestLoop:
                 if self._drain_done():
                     return 3
             now = time.monotonic()
-            if self.durable.dirty and now - self._checkpointed >= CHECKPOINT_S:
-                self._checkpoint(now)
+            if self.durable.dirty and now - self._checkpointed >= CHECKPOINT_S and self._checkpoint(now):
+                return 3  # a batch drained for the checkpoint reported a fatal error
             if now - last_housekeeping > 5:
                 last_housekeeping = now
                 self._expire(now)
@@ -210,13 +210,14 @@ class IngestLoop:
         fatal = self._drain_done()
         self._drain_control()
         if not fatal:
-            self._checkpoint(time.monotonic())
+            fatal = self._checkpoint(time.monotonic())
         self.store.close()
         self.close_sockets()
         return 3 if fatal else 0
 
-    def _checkpoint(self, now: float) -> None:
-        """Write the durable index with the highest seq below which every durable record is in it.
+    def _checkpoint(self, now: float) -> bool:
+        """Write the durable index with the highest seq below which every durable record is in it;
+        True if draining the reports met a fatal error (the caller stops, as after any drain).
 
         That seq is read from the actors before their reports are drained: an
         actor reports a batch before it counts it reported, so every batch at
@@ -228,11 +229,12 @@ class IngestLoop:
             if a.submitted_upto > a.reported_upto:
                 upto = min(upto, a.reported_upto)
         if self._drain_done():
-            return  # a fatal error: the next start reads the files back from the last checkpoint
+            return True  # fatal: the caller stops; the next start reads the files back from the last checkpoint
         try:
             self.durable.save(self.store.state_fd, upto)
         except RecorderError as e:
             self.store.event("checkpoint_failed", {"path": f"{INTERNAL_DIR}/state/producers.json", "error": str(e)})
+        return False
 
     def close_sockets(self) -> None:
         for s in (self.pull, self.ctl):
