@@ -142,8 +142,8 @@ def check(root: str | Path, histories: list[dict[str, Any]], limit: int = 20,
         rep.fail("liveness", f"{counts[UNKNOWN]} records were never acknowledged "
                              f"({counts['unknown_on_disk']} of them are on disk)")
 
-    # Order within each (producer, schema type), over first copies (a duplicate's second copy
-    # is counted above, not again here); across types it is reported, not required.
+    # Order within each (producer, schema type), and across the producer's types in read() order
+    # (docs/FORMAT.md, "Ordering"), over first copies (a duplicate's second copy is counted above).
     for (prod, stype), seqs in per_type.items():
         seqs = _first_copies(seqs)
         back = [(a, b) for a, b in zip(seqs, seqs[1:]) if b < a]
@@ -151,9 +151,13 @@ def check(root: str | Path, histories: list[dict[str, Any]], limit: int = 20,
             counts["out_of_order"] += len(back)
             rep.fail("order", f"{prod} {stype}: {len(back)} times a record follows a higher pseq",
                      {"producer": prod, "schema_type": stype, "pairs": back[:limit]})
-    for seqs in per_producer.values():
+    for prod, seqs in per_producer.items():
         firsts = _first_copies(seqs)
-        counts["cross_type_inversions"] += sum(1 for a, b in zip(firsts, firsts[1:]) if b < a)
+        back = [(a, b) for a, b in zip(firsts, firsts[1:]) if b < a]
+        if back:
+            counts["cross_type_inversions"] += len(back)
+            rep.fail("order", f"{prod}: {len(back)} times read() yields a record after a higher pseq "
+                              "of another type", {"producer": prod, "pairs": back[:limit]})
 
     files, problems = verify([root])
     counts["verified_files"] = files

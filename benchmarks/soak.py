@@ -25,8 +25,8 @@ be rejected, and its final state: ``acked`` durable, ``rejected``, or
 - every acknowledged record is on disk exactly once (same producer and
   ``pseq``, same ``record_id``); no rejected record is on disk; no record
   meant to be rejected was acknowledged as durable;
-- each producer's records are in ``pseq`` order within each schema type
-  (across types a crash may reorder ``seq``: docs/FORMAT.md, "Ordering");
+- ``recorder.read`` yields each producer's records in ``pseq`` order, within
+  each schema type and across types (docs/FORMAT.md, "Ordering");
 - ``recorder.verify`` over the root (chains, manifests, Parquet digests,
   catalog, leftover temp files) finds no problem; no ``.*.tmp-*`` file is
   left;
@@ -390,7 +390,7 @@ def summary(r: dict[str, Any]) -> str:
         f"stored on disk         {rec['stored']}",
         f"lost                   {rec['lost']}",
         f"duplicates             {rec['duplicates']}",
-        f"cross-type seq order   {rec['cross_type_inversions']} inversions (allowed; per type: "
+        f"order across types    {rec['cross_type_inversions']} inversions (per type: "
         f"{r['checks'].get('out_of_order', 0)})",
         f"verify                 {r['checks'].get('verified_files', 0)} journals, "
         f"{r['checks'].get('verify_problems', 0)} problems; temp files left {r['checks'].get('temp_files', 0)}",
