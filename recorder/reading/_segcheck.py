@@ -36,7 +36,7 @@ import msgspec
 
 from ..storage import INTERNAL_DIR
 from ..storage.catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
-from .reader import Problem, verify_file
+from ._verify import Problem, verify_file
 
 __all__ = ["check_segments"]
 
