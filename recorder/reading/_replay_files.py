@@ -21,10 +21,10 @@ from typing import Any, BinaryIO, Literal
 import msgspec
 
 from ._order import Key, Late, late_records, reorder
-from ..storage.catalog import Segment
+from ..storage.catalog import Segment, sealed_segments
 from ..exceptions import CorruptionError
 from ._rows import py
-from .reader import _catalog, walk_data_files
+from .reader import walk_data_files
 
 By = Literal["received", "timestamp"]
 
@@ -261,7 +261,7 @@ def _parquet_first_seq(path: Path) -> int | None:
 
 def find_sources(root: Path, flt: Filter) -> list[_Source]:
     """The data files that may hold matching records, by first ``seq``; sealed ones chosen by the catalog."""
-    catalog = _catalog(root)
+    catalog = sealed_segments(root)
     found: list[_Source] = []
     for path, rel in walk_data_files(root):
         m = catalog.get(rel)

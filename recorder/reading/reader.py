@@ -18,6 +18,7 @@ from .._progress import Progress
 from ._rows import parquet_rows
 from ..exceptions import CorruptionError, NotARecording, UsageError
 from ..storage import INTERNAL_DIR
+from ..storage.catalog import Segment, sealed_segments
 from ._segcheck import check_segments
 from ._verify import Problem, verify_file
 
@@ -252,21 +253,6 @@ def _source(path: Path, on_problem: OnProblem | None, end: int | None = None) ->
     return parquet_rows(path) if path.suffix == ".parquet" else _lines(path, on_problem, end)
 
 
-def _catalog(root: Path) -> dict[str, dict[str, Any]]:
-    """journal path -> manifest of each sealed, not deleted segment (empty without a catalog)."""
-    path = root / INTERNAL_DIR / "catalog.jsonl"
-    found: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return found
-    for e in _lines(path):
-        m = e.get("manifest") or {}
-        if e.get("op") in ("seal", "convert"):
-            found[m["path"]] = m
-        elif e.get("op") == "delete":
-            found.pop(m.get("path", ""), None)
-    return found
-
-
 def data_files(root: str | Path, *, schema_type: str | None = None, user_id: str | None = None,
                session_id: str | None = None, since: datetime | None = None,
                until: datetime | None = None) -> list[Path]:
@@ -279,10 +265,8 @@ def data_files(root: str | Path, *, schema_type: str | None = None, user_id: str
     Raises:
         NotARecording: ``root`` does not exist or holds no recording.
     """
-    from ..storage.catalog import Segment
-
     root = check_recording(root)
-    catalog = _catalog(root)
+    catalog = sealed_segments(root)
     chosen: list[Path] = []
     for path, rel in walk_data_files(root):
         m = catalog.get(rel)
@@ -320,7 +304,7 @@ def recorded_types(root: str | Path) -> set[str]:
         NotARecording: ``root`` does not exist or holds no recording.
     """
     files = data_files(root)
-    found = {m["schema_type"] for m in _catalog(Path(root)).values()}
+    found = {m["schema_type"] for m in sealed_segments(root).values()}
     found |= {t for t in (_header_type(p) for p in files if p.suffix == ".jsonl") if t is not None}
     return found
 
