@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Literal
 
 import msgspec
 
-from ._order import Key, Late, late_records, reorder
+from ._order import Key, Late, LineKeys, late_records, reorder
 from ..storage.catalog import Segment, sealed_segments
 from ..exceptions import CorruptionError
 from ._rows import py
@@ -87,17 +87,12 @@ def parse_time(value: str | datetime | None, name: str) -> int | None:
 
 
 # -- what is stored ------------------------------------------------------------------
-class _Head(msgspec.Struct):
+class _Head(LineKeys, kw_only=True):
     """The fields of a record line that choose it and place it in time (the record is skipped)."""
 
     seq: int
     received: str = ""
     schema_type: str = ""
-    timestamp: Any = None
-    user_id: Any = None
-    session_id: Any = None
-    producer: Any = None
-    pseq: Any = None
 
 
 class _Stored(msgspec.Struct):

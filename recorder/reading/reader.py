@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from ._order import Key, late_records, reorder
+from ._order import Key, LineKeys, late_records, reorder
 from .._progress import Progress
 from ._rows import parquet_rows
 from ..exceptions import CorruptionError, NotARecording, UsageError
@@ -189,16 +189,11 @@ def _key(e: dict[str, Any]) -> Key:
     return int(e.get("seq", 0)), e.get("producer"), e.get("pseq")
 
 
-class _Head(msgspec.Struct):
+class _Head(LineKeys, kw_only=True):
     """What the read order and the filters need of a record line (the record itself is only parsed)."""
 
     seq: Any = 0
     schema_type: Any = None
-    timestamp: Any = None
-    user_id: Any = None
-    session_id: Any = None
-    producer: Any = None
-    pseq: Any = None
     commit: Any = None
 
 
