@@ -152,15 +152,17 @@ class Journal:
         is closed without a checkpoint, and reopening recovers the file.
         """
         target = self.synced_size if size is None else size
-        self._pending = None
-        fd = os.open(self.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+        self._pending = None  # head, size and records only ever advance once a batch is synced
         try:
-            _durable.truncate(fd, target, self.label)
+            fd = os.open(self.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+            try:
+                _durable.truncate(fd, target, self.label)
+            finally:
+                _durable.close(fd)
         finally:
-            _durable.close(fd)
-        if (close or target != self.synced_size) and self.fd >= 0:
-            _durable.close(self.fd)
-            self.fd = -1
+            if (close or target != self.synced_size) and self.fd >= 0:
+                _durable.close(self.fd)
+                self.fd = -1
 
     @property
     def pending(self) -> bool:
