@@ -24,7 +24,8 @@ from . import INTERNAL_DIR, _durable
 from .._env import iso_ns
 from ._segfiles import manifest_of
 from ._trail import logged
-from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, Catalog
+from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
+from .catalog_log import Catalog
 from ..schema.registry import Registry
 
 __all__ = ["Sealer", "Usage", "build_manifest", "stem_of", "MANIFEST_VERSION"]

@@ -17,13 +17,13 @@ import msgspec
 from . import _durable
 from .._env import iso_ns
 from ..schema._paths import date_fields
-from ._segfiles import (EventSink, has_manifest, open_journal, read_all, recent_time, sealed_tail, segment_counts,
+from ._segfiles import (EventSink, has_manifest, read_all, recent_time, sealed_tail, segment_counts,
                         stored_head)
 from ._split import fitting
 from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
 from ..exceptions import DurabilityError, RecorderError, StorageFull, Unwritable
-from .journal import GENESIS, Journal, Recovery
+from .journal import GENESIS, Journal, Recovery, open_journal
 from ..schema.registry import TypeSpec
 from ..schema.accept import Accepted
 from ..schema.validation import safe_json
