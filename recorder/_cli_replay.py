@@ -217,7 +217,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_recheck(args: argparse.Namespace) -> int:
-    from .reading.recheck import check_into, recheck
+    from ._recheck import check_into, recheck
 
     args.root = _root(args)
     if args.config and not os.path.isfile(args.config):

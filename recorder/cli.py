@@ -17,7 +17,8 @@ from pathlib import Path
 
 import msgspec
 
-from . import __version__, _logging
+from . import _logging
+from ._env import __version__
 from ._cli_replay import add_commands as _replay_commands
 from .publish._commands import add_commands as _publish_commands
 from .schema.config import load_config
@@ -112,7 +113,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     import zmq
 
-    from .service._run import endpoints
+    from .schema.endpoints import endpoints
     from .service._stats import fetch_stats
 
     cfg = load_config(args.config)
@@ -175,7 +176,7 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
 
     root = str(check_recording(_root(args)))
     if args.rebuild:
-        from .service._run import take_lock
+        from .storage.locks import take_lock
 
         if not os.path.isdir(os.path.join(root, INTERNAL_DIR)):
             raise NotARecording(root, f"not a data root (no {INTERNAL_DIR}/ directory); --rebuild needs the data root")

@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from . import protocol as P
 from .schema._ids import holds_record_id, new_record_id
-from .service._run import endpoints
+from .schema.endpoints import endpoints
 from .schema.config import load_config
 from .exceptions import (
     ClientClosed,

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from .storage import INTERNAL_DIR, _durable
 from ._env import iso_ms_now, iso_ns, runtime_env
 from .schema._ids import holds_record_id, new_record_id, with_default_version
-from .service._run import take_lock
+from .storage.locks import take_lock
 from .schema.config import Config, load_config
 from .exceptions import RecorderError, StorageFull, ValidationError
 from .storage.journal import Journal
@@ -29,9 +29,9 @@ from .protocol import Record
 from .schema.accept import Accepted, Acceptor
 from .schema.validation import encode_record, quarantine_copy, safe_json
 from .storage.catalog import Catalog
-from .publish._state import data_bytes, unpublished_check
+from .storage.published import data_bytes, unpublished_check
 from .storage.segments import Sealer, Usage
-from .service._dedup import DurableIndex
+from .storage.dedup import DurableIndex
 from .storage._segfiles import SEALED_TAIL, pseqs_after
 from .storage.writer import Entry, TypeWriter, open_journal
 

@@ -7,6 +7,9 @@ written unless ``into`` names a new data root: then every record goes
 through ``Store.record`` there (passing ones are recorded, failing ones
 quarantined), with its original ids, timestamp, producer and producer
 sequence, and provenance tags naming where it came from.
+
+A write-side tool (it records through ``Store``), so it sits above the
+store, not in ``recorder.reading``; ``recorder.recheck`` is its public name.
 """
 
 from __future__ import annotations
@@ -18,15 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._progress import Progress
-from ..schema.config import Config, load_config
-from ..exceptions import ValidationError
-from ..protocol import Record
-from ..schema.registry import Registry
-from ..schema.accept import Acceptor
-from .replay import Replay
-from ..store import Store
-from ..storage import INTERNAL_DIR
+from ._progress import Progress
+from .exceptions import ValidationError
+from .protocol import Record
+from .reading.replay import Replay
+from .schema.accept import Acceptor
+from .schema.config import Config, load_config
+from .schema.registry import Registry
+from .storage import INTERNAL_DIR
+from .store import Store
 
 __all__ = ["Failure", "TypeResult", "RecheckResult", "recheck", "check_into", "SOURCE_TAGS"]
 
