@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ._progress import Progress
-from .exceptions import ValidationError
+from .exceptions import UsageError, ValidationError
 from .protocol import Record
 from .reading.replay import Replay
 from .schema.accept import Acceptor
@@ -112,13 +112,13 @@ def check_into(root: str | Path, into: str | Path, name: str = "into") -> None:
     """Refuse a target that is not a new data root apart from ``root``.
 
     Raises:
-        ValueError: naming ``name``: ``into`` is ``root``, inside it or around it, or not empty.
+        UsageError: (a ValueError) naming ``name``: ``into`` is ``root``, inside it or around it, or not empty.
     """
     src, dst = os.path.realpath(root), os.path.realpath(into)
     if dst == src or dst.startswith(src + os.sep) or src.startswith(dst + os.sep):
-        raise ValueError(f"{name} {into}: must be a new data root outside the recording ({root})")
+        raise UsageError(f"{name} {into}", f"must be a new data root outside the recording ({root})")
     if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)):
-        raise ValueError(f"{name} {into}: exists and is not an empty directory; re-record into a new data root")
+        raise UsageError(f"{name} {into}", "exists and is not an empty directory; re-record into a new data root")
 
 
 def recheck(root: str | Path, config: Config | str | Path | None, *, into: str | Path | None = None,

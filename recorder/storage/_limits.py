@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..exceptions import StorageFull
@@ -29,18 +30,17 @@ class _Segments(Protocol):
     def search(self, *, schema_type: str | None = None) -> list[Segment]: ...
 
 
+@dataclass
 class Limits:
     """The storage limits of one data root, checked against its usage and free disk space."""
 
-    def __init__(self, config: Config, registry: Registry, root_fd: int, usage: Usage, catalog: _Segments,
-                 sealer: Sealer) -> None:
-        self.config = config
-        self.registry = registry
-        self.root_fd = root_fd
-        self.usage = usage
-        self.catalog = catalog
-        self.sealer = sealer
-        self._free: tuple[float, int] = (0.0, 0)
+    config: Config
+    registry: Registry
+    root_fd: int
+    usage: Usage
+    catalog: _Segments
+    sealer: Sealer
+    _free: tuple[float, int] = field(default=(0.0, 0), init=False)  # (when, bytes) of the last statvfs
 
     def _free_bytes(self) -> int:
         now = time.monotonic()
