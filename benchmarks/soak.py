@@ -204,7 +204,7 @@ def _pcts(values: list[float]) -> dict[str, float]:
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     """Run the soak and the checks; return the results (``violations`` empty when all is well)."""
-    from recorder.service._run import endpoints
+    from recorder.schema.endpoints import endpoints
     from recorder.schema.config import load_config
 
     if args.kills < 0 or args.producers < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._env import __version__ as __version__
 from .client import Client
 from .schema.config import Config, load_config
 from .exceptions import (
@@ -22,7 +23,7 @@ from .exceptions import (
     ValidationError,
 )
 from .reading.reader import Problem, read, read_table, verify
-from .reading.recheck import recheck
+from ._recheck import recheck
 from .schema.registry import Registry
 from .reading.replay import replay
 from .schema.fast import check as fast_check
@@ -59,5 +60,3 @@ __all__ = [
     "replay",
     "verify",
 ]
-
-__version__ = "0.1.1"

@@ -168,9 +168,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     parse_time(args.since, "--since")
     parse_time(args.until, "--until")
     if args.speed is not None and not args.speed > 0:
-        raise ValueError(f"--speed: {args.speed:g} must be > 0 (or --max: no waiting)")
+        raise UsageError("--speed", f"{args.speed:g} must be > 0 (or --max: no waiting)")
     if args.wait_subscribers < 0:
-        raise ValueError("--wait-subscribers: must be >= 0")
+        raise UsageError("--wait-subscribers", "must be >= 0")
     speed = None if args.max else (args.speed or 1.0)
     sink: _StdoutSink | _ZmqSink = (_StdoutSink() if args.to == "-"
                                     else _ZmqSink(args.to, args.pattern, args.connect, args.hwm))
@@ -217,7 +217,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_recheck(args: argparse.Namespace) -> int:
-    from .reading.recheck import check_into, recheck
+    from ._recheck import check_into, recheck
 
     args.root = _root(args)
     if args.config and not os.path.isfile(args.config):

@@ -11,6 +11,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
+#: the package version (``recorder.__version__``), kept here so every part can name it without importing the package root
+__version__ = "0.1.1"
+
 _PACKAGES = ("recorder", "pydantic", "pyzmq", "msgspec", "pyarrow", "psutil")
 
 

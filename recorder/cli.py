@@ -17,9 +17,11 @@ from pathlib import Path
 
 import msgspec
 
-from . import __version__, _logging
+from . import _logging
+from ._env import __version__
 from ._cli_replay import add_commands as _replay_commands
-from .publish._commands import add_commands as _publish_commands
+from .publish import add_commands as _publish_commands
+from .publish import load_state, restore_publication
 from .schema.config import load_config
 from .exceptions import (
     ConfigError,
@@ -112,24 +114,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     import zmq
 
-    from .service._run import endpoints
-    from .service._stats import fetch_stats
+    from .schema.endpoints import endpoints
+    from .service.stats import fetch_stats
 
     cfg = load_config(args.config)
     ep = endpoints(cfg, args.data_root or cfg.recorder.data_root)
     curve = None
     if args.curve_server_public or args.curve_client_secret:
-        from .client import _load_curve
+        from .client import load_curve
 
-        curve = _load_curve(args.curve_server_public, args.curve_client_secret)
+        curve = load_curve(args.curve_server_public, args.curve_client_secret)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         stats = fetch_stats(ctx, ep.control, args.timeout, curve)
     finally:
         ctx.term()
     if cfg.publish is not None:  # the publisher's own figures, from its state file under the data root
-        from .publish._state import load_state
-
         stats["publish"] = load_state(os.path.realpath(args.data_root or cfg.recorder.data_root))
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(stats), indent=2).decode())
@@ -176,7 +176,7 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
 
     root = str(check_recording(_root(args)))
     if args.rebuild:
-        from .service._run import take_lock
+        from .storage.locks import take_lock
 
         if not os.path.isdir(os.path.join(root, INTERNAL_DIR)):
             raise NotARecording(root, f"not a data root (no {INTERNAL_DIR}/ directory); --rebuild needs the data root")
@@ -189,14 +189,7 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
         print(f"catalog rebuilt from manifests and tombstones: {n} entries")
         cfg = load_config(args.config) if args.config else None
         if cfg is not None and cfg.publish is not None:
-            from .publish._publisher import Publisher
-            from .publish._state import lock_publication
-
-            lock = lock_publication(root)
-            try:
-                versions = Publisher(root, cfg).restore()
-            finally:
-                os.close(lock)
+            versions = restore_publication(root, cfg)
             print("publication state restored from the tables' transaction versions: "
                   + (", ".join(f"{t} {v}" for t, v in versions.items()) or "no tables"))
         return 0
@@ -227,8 +220,8 @@ def _out_path(out: str) -> str:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .storage import _durable
     from ._progress import Progress
+    from .storage.output import OutputDir
     from .reading.reader import read_table
 
     root = _root(args)
@@ -237,7 +230,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.format == "jsonl":
         _check_type(root, args.type, args.config)
     progress = Progress(len(files), "export", unit="files")
-    dir_fd = _durable.open_root(os.path.dirname(out))
+    out_dir = OutputDir(os.path.dirname(out))
     try:
         if args.format == "parquet":
             import pyarrow.parquet as pq
@@ -245,8 +238,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             table = read_table(root, args.type, config=args.config, user_id=args.user,
                                session_id=args.session, since=args.since, until=args.until)
             progress.advance(len(files))
-            _durable.publish(dir_fd, os.path.basename(out),
-                             lambda f: pq.write_table(table, f, compression="zstd"), out)
+            out_dir.write_with(os.path.basename(out), lambda f: pq.write_table(table, f, compression="zstd"), out)
             n = table.num_rows
         else:
             lines = []
@@ -255,10 +247,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 e.pop("prev", None), e.pop("h", None), e.pop("commit", None)
                 lines.append(msgspec.json.encode(e))
             progress.advance(len(files))
-            _durable.write_new(dir_fd, os.path.basename(out), b"\n".join(lines) + b"\n" if lines else b"", out)
+            out_dir.write_bytes(os.path.basename(out), b"\n".join(lines) + b"\n" if lines else b"", out)
             n = len(lines)
     finally:
-        _durable.close(dir_fd)
+        out_dir.close()
         progress.done()
     print(f"export: {n} records of {args.type} from {len(files)} files -> {out}")
     return 0
@@ -277,7 +269,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.fleet:
-        from .publish._demo import run_fleet_demo
+        from .publish.demo import run_fleet_demo
 
         return run_fleet_demo(args)
     from .demo import run_demo

@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from . import protocol as P
 from .schema._ids import holds_record_id, new_record_id
-from .service._run import endpoints
+from .schema.endpoints import endpoints
 from .schema.config import load_config
 from .exceptions import (
     ClientClosed,
@@ -44,7 +44,7 @@ from .exceptions import (
 )
 from .schema.validation import encode_record
 
-__all__ = ["Client"]
+__all__ = ["Client", "load_curve"]
 
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _log = logging.getLogger("recorder.client")
@@ -55,7 +55,7 @@ _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_
                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
-def _load_curve(server_public: str | None, client_secret: str | None) -> tuple[bytes, bytes, bytes]:
+def load_curve(server_public: str | None, client_secret: str | None) -> tuple[bytes, bytes, bytes]:
     """(server public, client public, client secret) keys from certificate files."""
     import zmq.auth
 
@@ -142,7 +142,7 @@ class Client:
         self._types: dict[type, str] | None = None
         self._curve: tuple[bytes, bytes, bytes] | None = None
         if curve_server_public or curve_client_secret:
-            self._curve = _load_curve(curve_server_public, curve_client_secret)
+            self._curve = load_curve(curve_server_public, curve_client_secret)
         self._reset()
         _clients.add(self)
 

@@ -22,7 +22,7 @@ from collections import Counter
 from typing import Any
 
 from .client import Client
-from .exceptions import RejectedError, UsageError
+from .exceptions import RecorderUnavailable, RejectedError, UsageError
 from .reading.reader import read, verify
 from .testing import invalid_samples, sample_audit, sample_message, sample_raw_action
 
@@ -82,11 +82,11 @@ def _next_ready(sup: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
     while time.monotonic() < deadline:
         line = sup.stdout.readline()
         if not line:
-            raise RuntimeError("the supervisor exited before the recorder was ready")
+            raise RecorderUnavailable("the supervisor exited before the recorder was ready")
         if line.startswith("READY "):
             ready: dict[str, Any] = json.loads(line[6:])
             return ready
-    raise RuntimeError("the recorder did not become ready in time")
+    raise RecorderUnavailable("the recorder did not become ready in time")
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ __all__ = [
     "RecorderError",
     "RecorderUnavailable",
     "RejectedError",
+    "SegmentChanged",
     "StorageFull",
     "UnknownSchemaError",
     "UnsafeIdentifier",
@@ -117,26 +118,31 @@ class CorruptionError(RecorderError):
         super().__init__(f"{path}: line {line} (byte {offset}): {reason}")
 
 
-class StorageFull(RecorderError):
+class _AtPath(RecorderError):
+    """Base of the errors about one path: ``path`` and ``reason``, shown as ``path: reason``."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class StorageFull(_AtPath):
     """The disk or a configured storage limit is full; records are refused."""
 
     code = "storage_full"
 
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
-
-class NotARecording(RecorderError):
+class NotARecording(_AtPath):
     """A path given to read, verify, export or catalog does not exist or holds no recording."""
 
     code = "not_a_recording"
 
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
+
+class SegmentChanged(_AtPath):
+    """A sealed journal no longer matches the sha256 its manifest recorded: the sealer leaves it unconverted."""
+
+    code = "segment_changed"
 
 
 class UsageError(RecorderError, ValueError):
@@ -230,3 +236,13 @@ class RecorderIdConflict(PublishError):
         super().__init__(table, f"recorder_id {recorder_id!r}, segment {number}: {reason}; "
                                 "give this data root its own [publish] recorder_id")
         self.reason = reason
+
+
+class _Signal(RecorderError):
+    """Base of private control-flow signals (``schema.accept._Declined``, ``schema.fast._NotDerivable``).
+
+    Each is raised and caught inside one module and never reaches a caller;
+    it derives from the tree only so that every exception class is in it.
+    """
+
+    code = "internal"

@@ -2,120 +2,43 @@
 
 The recorder service wraps exactly this object (one writer thread per type);
 used directly it is a library for single-process producers and for tests.
+``Store`` composes the parts (the sequence lease ``storage._lease``, the
+audit log and quarantine ``storage._audit``, the storage limits
+``storage._limits``, the writers, sealer and catalog) and is the one
+in-process API: check, record, reject, event, admit.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from .storage import INTERNAL_DIR, _durable
-from ._env import iso_ms_now, iso_ns, runtime_env
+from ._env import runtime_env
 from .schema._ids import holds_record_id, new_record_id, with_default_version
-from .service._run import take_lock
+from .storage.locks import take_lock
 from .schema.config import Config, load_config
 from .exceptions import RecorderError, StorageFull, ValidationError
 from .storage.journal import Journal
 from .schema.registry import Registry
 from .protocol import Record
 from .schema.accept import Accepted, Acceptor
-from .schema.validation import encode_record, quarantine_copy, safe_json
+from .schema.validation import encode_record
 from .storage.catalog_log import Catalog
-from .publish._state import data_bytes, unpublished_check
+from .storage.published import unpublished_check
 from .storage.segments import Sealer, Usage
-from .service._dedup import DurableIndex
+from .storage.dedup import DurableIndex
+from .storage._audit import open_logs
+from .storage._lease import SeqLease
+from .storage._limits import Limits
 from .storage._segfiles import SEALED_TAIL, pseqs_after
-from .storage.journal import open_journal
 from .storage.writer import Entry, TypeWriter
 
 __all__ = ["Store", "INTERNAL_DIR"]
-
-_log = logging.getLogger("recorder.store")
-_LEASE = 1_000_000  # sequence numbers reserved per durable lease write
-
-
-class _SeqLease:
-    """Recorder sequence numbers that only grow, across restarts too.
-
-    A lease (the highest number that may be used) is written durably before
-    numbers up to it are handed out, so a restart continues above it.
-    """
-
-    def __init__(self, dir_fd: int) -> None:
-        self.dir_fd = dir_fd
-        try:
-            fd = os.open("seq", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-            try:
-                last = int(os.read(fd, 64).decode() or 0)
-            finally:
-                os.close(fd)
-        except FileNotFoundError:
-            last = 0
-        self.next = last + 1
-        self.limit = last
-        self._extend()
-
-    def _extend(self) -> None:
-        self.limit = self.next + _LEASE
-        _durable.write_new(self.dir_fd, "seq", str(self.limit).encode(), f"{INTERNAL_DIR}/state/seq")
-
-    def take(self, n: int = 1) -> int:
-        """Reserve ``n`` consecutive numbers; returns the first."""
-        first = self.next
-        self.next += n
-        if self.next > self.limit:
-            self._extend()
-        return first
-
-
-class _Quarantine:
-    """The chained log of rejected input: reason, origin, bounded redacted copy."""
-
-    def __init__(self, journal: Journal, max_bytes: int, copy_bytes: int) -> None:
-        self.journal = journal
-        self.max_bytes = max_bytes
-        self.copy_bytes = copy_bytes
-        self.count = 0
-        self.dropped = 0
-        self.lock = threading.Lock()
-
-    def add(self, denied: tuple[frozenset[str], tuple[str, ...]], schema_type: str, raw: bytes,
-            err: RecorderError, producer: str, pseq: int, origin: str) -> None:
-        excerpt, size, digest = quarantine_copy(*denied, raw, self.copy_bytes)
-        line = {
-            "seq": 0,
-            "received": iso_ns(time.time_ns()),
-            "schema_type": str(schema_type)[:128],
-            "producer": producer,
-            "pseq": pseq,
-            "origin": origin,
-            "code": err.code,
-            "field": getattr(err, "field", "$"),
-            "reason": str(err),
-            "size": size,
-            "sha256": digest,
-            "excerpt": excerpt,
-        }
-        body = safe_json(line)[:-1]
-        with self.lock:
-            if self.journal.size + len(body) + 200 > self.max_bytes:
-                self.dropped += 1  # counted and reported, never silent
-                return
-            self.journal.last_seq += 1
-            body = body.replace(b'{"seq":0,', b'{"seq":%d,' % self.journal.last_seq, 1)
-            self.journal.append([body])
-            self.count += 1
-
-    def close(self) -> None:
-        self.journal.close()
 
 
 class Store:
@@ -149,32 +72,17 @@ class Store:
         state_fd = _durable.open_dirs(self.internal_fd, ["state"], f"{INTERNAL_DIR}/state")
         for fd in (self.internal_fd, state_fd):
             _durable.sweep_temp(fd)  # a crash inside an atomic write leaves its hidden temp file
-        self.seq = _SeqLease(state_fd)
+        self.seq = SeqLease(state_fd)
         self.env = runtime_env(self.config.digest)
         header = {"env": self.env}
         settings = self.config.recorder
-        # The internal logs recover like any journal; what their own recovery
-        # did is recorded once the audit log is open.
-        early: list[tuple[str, dict[str, Any]]] = []
-
-        def defer(kind: str, details: dict[str, Any]) -> None:
-            early.append((kind, details))
-
-        self._audit, _ = open_journal(self.internal_fd, "audit.jsonl", f"{INTERNAL_DIR}/audit.jsonl",
-                                      {**header, "schema_type": "recorder_audit"}, defer, hashing=True, fsync=True)
-        self._audit_lock = threading.Lock()
-        self.events_dropped = 0
-        qj, _ = open_journal(self.internal_fd, "quarantine.jsonl", f"{INTERNAL_DIR}/quarantine.jsonl",
-                             {**header, "schema_type": "quarantine"}, defer, hashing=True, fsync=True)
-        self.quarantine = _Quarantine(qj, settings.quarantine_max_bytes, settings.quarantine_copy_bytes)
-        for kind, details in early:
-            self.event(kind, details)
+        self.audit, self.quarantine = open_logs(self.internal_fd, header, settings)
         self.catalog = Catalog(self.internal_fd, header, self.root, self.event)
         self.usage = Usage()
         self.sealer = Sealer(self.root_fd, self.registry, self.catalog, self.usage, self.event)
         if self.config.publish is not None:
             self.sealer.keep = unpublished_check(self.root, self.config)
-        self._free: tuple[float, int] = (0.0, 0)
+        self.limits = Limits(self.config, self.registry, self.root_fd, self.usage, self.catalog, self.sealer)
         #: the one accept step per type, shared by Store.record and the service's actors
         self.acceptors = {name: Acceptor(spec, settings.max_depth, settings.session_end_event)
                           for name, spec in self.registry.specs.items()}
@@ -217,34 +125,17 @@ class Store:
 
     # -- the recorder's own audit log -----------------------------------
     def event(self, kind: str, details: dict[str, Any]) -> None:
-        """Record one of the recorder's own events (start, stop, recovery) as an AuditEvent.
+        """Record one of the recorder's own events (start, stop, recovery) as an AuditEvent (``AuditLog.event``)."""
+        self.audit.event(kind, details)
 
-        Cut bytes (``details["data"]``) are kept in ``_recorder/torn/`` first,
-        and a failure there raises: recovery must not cut what it cannot keep.
-        A failure to append the event itself is counted in ``events_dropped``.
-        """
-        data = details.pop("data", None)
-        if isinstance(data, bytes):  # cut bytes are kept aside, never silently deleted
-            name = f"{details['path'].replace('/', '%')}@{details['offset']}.{time.time_ns()}.bin"
-            torn_fd = _durable.open_dirs(self.internal_fd, ["torn"], f"{INTERNAL_DIR}/torn")
-            try:
-                _durable.write_new(torn_fd, name, data, f"{INTERNAL_DIR}/torn/{name}")
-            finally:
-                _durable.close(torn_fd)
-            details["kept_as"] = f"{INTERNAL_DIR}/torn/{name}"
-        record = {"record_id": str(uuid.uuid4()), "timestamp": iso_ms_now(), "schema_version": "1.0.0",
-                  "user_id": "recorder", "source": "recorder", "event_type": kind, **details}
-        with self._audit_lock:
-            body = safe_json({"seq": self._audit.last_seq + 1, "received": iso_ns(time.time_ns()),
-                              "event_type": kind, "record": record})[:-1]
-            try:
-                self._audit.append([body])
-                self._audit.last_seq += 1
-            except RecorderError as e:
-                # Events often report a failing disk; losing one must not turn a
-                # stored record into a refusal or stop a writer. Counted, and said.
-                self.events_dropped += 1
-                _log.error("audit event %r not written: %s", kind, e)
+    @property
+    def events_dropped(self) -> int:
+        """Audit events that could not be written."""
+        return self.audit.dropped
+
+    @property
+    def _audit(self) -> Journal:
+        return self.audit.journal
 
     # -- validating and writing -------------------------------------------
     def check(self, rec: Record) -> Accepted:
@@ -327,82 +218,14 @@ class Store:
         for w in self.writers.values():
             w.housekeeping(now)
 
-    def _free_bytes(self) -> int:
-        now = time.monotonic()
-        if now - self._free[0] > 0.5:
-            st = os.statvfs(self.root_fd)
-            self._free = (now, st.f_bavail * st.f_frsize)
-        return self._free[1]
-
-    def _spend(self, nbytes: int) -> None:
-        # Writes between two statvfs calls still use the disk.
-        t, free = self._free
-        self._free = (t, free - nbytes)
-
     def admit(self, schema_type: str, nbytes: int) -> None:
-        """Make room for ``nbytes`` more of ``schema_type`` under every storage limit.
+        """Make room for ``nbytes`` more of ``schema_type`` under every storage limit (``Limits.admit``).
 
         Raises:
             StorageFull: a limit would be passed and the type's policy is
                 ``reject``, or ``delete_oldest`` found nothing more to delete.
         """
-        cfg = self.registry.get(schema_type).config
-        s = self.config.recorder
-        # Each limit is tested inline first: the common case, room everywhere, builds nothing.
-        if cfg.max_bytes and self.usage.of(schema_type) + nbytes > cfg.max_bytes:
-            self._room(schema_type, schema_type, lambda: self.usage.of(schema_type) + nbytes > cfg.max_bytes,
-                       f"types.{schema_type}.max_bytes ({cfg.max_bytes} bytes) reached")
-        if s.max_total_bytes and self.usage.total() + nbytes > s.max_total_bytes:
-            self._room(schema_type, None, lambda: self.usage.total() + nbytes > s.max_total_bytes,
-                       f"recorder.max_total_bytes ({s.max_total_bytes} bytes) reached")
-        if s.min_free_bytes:
-            if self._free_bytes() - nbytes < s.min_free_bytes:
-                self._room(schema_type, None, lambda: self._free_bytes() - nbytes < s.min_free_bytes,
-                           f"free disk space below recorder.min_free_bytes ({s.min_free_bytes} bytes)")
-            self._spend(nbytes)
-
-    def _room(self, schema_type: str, scope: str | None, over: Callable[[], bool], why: str) -> None:
-        if not over():
-            return
-        if self.registry.get(schema_type).config.on_limit == "delete_oldest":
-            if self._delete_oldest(scope, over, why):
-                return
-            if self.sealer.busy.is_set():
-                # the segments just sealed are not in the catalog yet: let the sealer catch up once
-                self.sealer.wait_idle(5.0)
-                if self._delete_oldest(scope, over, why):
-                    return
-        raise StorageFull(schema_type, why + self._unpublished_note())
-
-    def _unpublished_note(self) -> str:
-        """``"; N sealed segments (B bytes) wait for publication ..."`` when a publication backlog holds space."""
-        p = self.config.publish
-        if p is None:
-            return ""
-        waiting = [s.manifest for s in self.catalog.search() if self.sealer.keep(s.manifest)]
-        if not waiting:
-            return ""
-        size = sum(data_bytes(m) for m in waiting)
-        return (f"; {len(waiting)} sealed segments ({size} bytes) wait for publication to {p.table_root} "
-                f"and are kept until published (recorder stats: publish)")
-
-    def _delete_oldest(self, scope: str | None, over: Callable[[], bool], why: str) -> bool:
-        """Delete sealed segments, oldest first, until ``over()`` is false; True if it got there."""
-        for seg in self.catalog.search(schema_type=scope):
-            m = seg.manifest
-            if m["format"] == "parquet" and m["state"] != "converted":
-                continue  # still being converted: not ours to delete yet
-            if self.registry.specs.get(m["schema_type"]) is None:
-                continue
-            if self.registry.get(m["schema_type"]).config.on_limit != "delete_oldest":
-                continue  # never delete another type's data against its own policy
-            if self.sealer.keep(m):
-                continue  # not yet in the lake: the local copy is the only one
-            self.sealer.delete(m, f"storage limit: {why}")
-            self._free = (0.0, 0)
-            if not over():
-                return True
-        return False
+        self.limits.admit(schema_type, nbytes)
 
     def close(self) -> None:
         """Flush and close every file (head checkpoints included), then release the root."""
@@ -417,7 +240,7 @@ class Store:
             q = self.quarantine
             self.event("recorder_stop", {"quarantined": q.count, "quarantine_dropped": q.dropped})
             q.close()
-            self._audit.close()
+            self.audit.close()
         except StorageFull:
             raise
         finally:

@@ -10,11 +10,12 @@ import argparse
 import os
 from collections.abc import Callable
 
-from ..schema.config import load_config
+from ..schema.config import Config, load_config
 from ..exceptions import NotARecording, UsageError
 from ..storage import INTERNAL_DIR
+from ._state import lock_publication
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "restore_publication"]
 
 
 def _config(args: argparse.Namespace) -> tuple[str, object]:
@@ -44,6 +45,24 @@ def _cmd_publish(args: argparse.Namespace) -> int:
           f"recorder {state['recorder_id']}; {b.get('segments', 0)} waiting ({b.get('bytes', 0)} bytes); "
           f"{state.get('conflicts_retried', 0)} commit conflicts retried in all")
     return 0
+
+
+def restore_publication(root: str, config: Config) -> dict[str, int]:
+    """After a catalog rebuild: the publication state again from the tables' transaction versions.
+
+    Holds the publication lock while it works; returns table -> version.
+
+    Raises:
+        RecorderError: another publisher holds the publication lock.
+        PublishError: the tables cannot be read (or the fleet extra is missing).
+    """
+    from ._publisher import Publisher
+
+    lock = lock_publication(root)
+    try:
+        return Publisher(root, config).restore()
+    finally:
+        os.close(lock)
 
 
 def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:

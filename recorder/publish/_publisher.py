@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import __version__
-from .._env import iso_ns
+from .._env import __version__, iso_ns
 from ..schema.config import Config
 from ..exceptions import PublishError, RecorderIdConflict
 from ..schema.registry import Registry

@@ -1,4 +1,4 @@
-"""Publication state under the data root: recorder id, lock, what is published, and the backlog.
+"""Publication state under the data root: recorder id, lock, the state file, and the backlog.
 
 Nothing here imports deltalake: the recorder process reads this state to
 keep unpublished segments out of retention and ``delete_oldest``, and
@@ -9,7 +9,8 @@ the publication lock (``_recorder/publish.lock``).
 published (the table's application transaction version for this recorder),
 plus counters and the last error for ``stats``. It is not hash-chained: it
 is a cache of what the tables say, restored from their transaction
-versions whenever it is missing or behind.
+versions whenever it is missing or behind. Reading it (what is published)
+lives below the store, in ``recorder.storage.published``, for retention.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,10 @@ import msgspec
 from ..storage import INTERNAL_DIR, _durable
 from .._env import iso_ns
 from ..schema._paths import check_identifier
-from ..service._run import take_lock
-from ..schema.config import Config, PublishSettings
+from ..storage.locks import take_lock
+from ..schema.config import PublishSettings
+from ..storage.published import (STATE, data_bytes, load_state, publish_types, published, table_name, tables_of,
+                                 unpublished_check)
 from ..exceptions import ConfigError, UnsafeIdentifier
 
 __all__ = ["INTERNAL", "LOCK", "STATE", "Backlog", "backlog", "catalog_segments", "data_bytes", "load_state",
@@ -36,33 +38,8 @@ __all__ = ["INTERNAL", "LOCK", "STATE", "Backlog", "backlog", "catalog_segments"
            "unpublished_check"]
 
 INTERNAL = INTERNAL_DIR
-STATE = "publish.json"
 LOCK = "publish.lock"
 _ID_FILE = "recorder_id"
-
-
-def table_name(schema_type: str, major: int) -> str:
-    """The Delta table of one type and MAJOR: ``raw_action`` for MAJOR 1, ``raw_action_v2`` for 2."""
-    return schema_type if major == 1 else f"{schema_type}_v{major}"
-
-
-def _major(version: str) -> int:
-    head = version.split(".", 1)[0]
-    return int(head) if head.isdigit() else 1
-
-
-def tables_of(manifest: dict[str, Any]) -> list[str]:
-    """The tables a sealed segment publishes into (one per MAJOR version it holds), sorted."""
-    majors = {_major(v) for v in manifest.get("versions") or {"1": 0}}
-    return sorted(table_name(str(manifest["schema_type"]), m) for m in majors)
-
-
-def publish_types(config: Config) -> set[str]:
-    """The schema types that publish: ``[publish] types``, else every parquet-format type."""
-    p = config.publish
-    if p is None:
-        return set()
-    return set(p.types) if p.types else {n for n, t in config.types.items() if t.format == "parquet"}
 
 
 def recorder_id(root: str, settings: PublishSettings) -> str:
@@ -100,15 +77,6 @@ def lock_publication(root: str) -> int:
     os.makedirs(os.path.join(root, INTERNAL), exist_ok=True)
     return take_lock(os.path.join(root, INTERNAL, LOCK),
                      f"{root}: another publisher holds the publication lock", mode=0o644)
-
-
-def load_state(root: str) -> dict[str, Any]:
-    """The publication state of ``root`` (an empty one if there is none, or it is unreadable)."""
-    try:
-        doc = msgspec.json.decode((Path(root) / INTERNAL / STATE).read_bytes())
-    except (FileNotFoundError, msgspec.DecodeError):
-        return {"tables": {}}
-    return doc if isinstance(doc, dict) and isinstance(doc.get("tables"), dict) else {"tables": {}}
 
 
 def save_state(root: str, state: dict[str, Any]) -> None:
@@ -151,12 +119,6 @@ def catalog_segments(root: str, include_deleted: bool = False) -> list[dict[str,
     return sorted(found.values(), key=lambda m: int(m.get("number") or 0))
 
 
-def published(manifest: dict[str, Any], tables: dict[str, Any]) -> bool:
-    """True if every table of ``manifest`` holds it, per the state's ``tables``."""
-    n = int(manifest.get("number") or 0)
-    return all(int(tables.get(t, 0)) >= n for t in tables_of(manifest))
-
-
 @dataclass
 class Backlog:
     """Sealed segments of publishing types that no table holds yet."""
@@ -164,11 +126,6 @@ class Backlog:
     segments: int = 0
     bytes: int = 0
     oldest: str | None = None  # the sealed_at of the oldest waiting segment
-
-
-def data_bytes(manifest: dict[str, Any]) -> int:
-    """Bytes a sealed segment uses on disk (its Parquet file once converted, else its journal)."""
-    return int((manifest.get("parquet") or {}).get("bytes") or manifest.get("bytes") or 0)
 
 
 def backlog(manifests: list[dict[str, Any]], types: set[str], tables: dict[str, Any]) -> Backlog:
@@ -180,23 +137,3 @@ def backlog(manifests: list[dict[str, Any]], types: set[str], tables: dict[str, 
             b.bytes += data_bytes(m)
             b.oldest = b.oldest or m.get("sealed_at")
     return b
-
-
-def unpublished_check(root: str, config: Config) -> Callable[[dict[str, Any]], bool]:
-    """A predicate for retention and ``delete_oldest``: True for a sealed segment that must be kept.
-
-    A segment of a publishing type is kept until the publication state says
-    every table of it holds it. The state file is read at most once a second.
-    """
-    types = publish_types(config)
-    cache: list[Any] = [0.0, {}]
-
-    def keep(manifest: dict[str, Any]) -> bool:
-        if manifest.get("schema_type") not in types:
-            return False
-        now = time.monotonic()
-        if now - cache[0] > 1.0:
-            cache[0], cache[1] = now, load_state(root).get("tables", {})
-        return not published(manifest, cache[1])
-
-    return keep

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ._replay_files import By, Filter, Item, Merge, find_sources, late_index, parse_time
-from ..exceptions import RecorderError
+from ..exceptions import RecorderError, UsageError
 
 __all__ = ["Clock", "Replay", "ScheduleStats", "SimulatedClock", "SystemClock", "replay", "parse_time"]
 
@@ -160,6 +160,11 @@ class Replay:
     time it was due at (to measure lateness at the point of sending) and
     ``stats`` holds the schedule error of every record so far. ``frames()``
     gives ``(schema type, JSON bytes)`` instead of dicts, for senders.
+
+    Raises:
+        UsageError: (a ValueError) ``speed`` or ``by`` is not valid.
+        ValueError: ``since`` or ``until`` is not an ISO-8601 time.
+        RecorderError: ``root`` is not a directory.
     """
 
     def __init__(self, root: str | Path, *, types: str | Iterable[str] | None = None, user: str | None = None,
@@ -167,9 +172,9 @@ class Replay:
                  until: str | datetime | None = None, speed: float | None = 1.0, clock: Clock | None = None,
                  by: By = "received") -> None:
         if speed is not None and not (isinstance(speed, (int, float)) and speed > 0):
-            raise ValueError(f"speed: {speed!r} must be a positive number (or None: no waiting)")
+            raise UsageError("speed", f"{speed!r} must be a positive number (or None: no waiting)")
         if by not in ("received", "timestamp"):
-            raise ValueError(f"by: {by!r} must be 'received' or 'timestamp'")
+            raise UsageError("by", f"{by!r} must be 'received' or 'timestamp'")
         self.root = Path(root)
         if not self.root.is_dir():
             raise RecorderError(f"{root}: not a directory (a data root, or a directory below one)")
@@ -272,7 +277,8 @@ def replay(root: str | Path, *, types: str | Iterable[str] | None = None, user: 
         its ``stats`` hold the schedule error of each record.
 
     Raises:
-        ValueError: ``speed``, ``by``, ``since`` or ``until`` is not valid.
+        UsageError: (a ValueError) ``speed`` or ``by`` is not valid.
+        ValueError: ``since`` or ``until`` is not an ISO-8601 time.
         RecorderError: ``root`` is not a directory.
         CorruptionError: a whole line in the middle of a file is not a record.
     """

@@ -19,7 +19,7 @@ import msgspec
 from msgspec import UNSET
 
 from ._paths import MISSING, check_identifier
-from ..exceptions import RecorderError, RecordTooLarge
+from ..exceptions import RecorderError, RecordTooLarge, _Signal
 from ..protocol import Record
 from .registry import TypeSpec
 from .validation import Verdict, _scan_meta, safe_json, validate
@@ -222,7 +222,7 @@ def _json(value: Any) -> bytes:
     return safe_json(value)
 
 
-class _Declined(Exception):
+class _Declined(_Signal):
     """The fast path cannot decide this record."""
 
 

@@ -35,6 +35,8 @@ from pydantic import BaseModel
 from pydantic import functional_validators as fv
 from pydantic.fields import FieldInfo
 
+from ..exceptions import _Signal
+
 __all__ = ["Fast", "check", "derive", "implied", "ID_FIELDS"]
 
 #: the envelope's ids, which a producer may also pass as metadata
@@ -65,7 +67,7 @@ def _valid_instant(value: str) -> None:
     _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))  # month 13, Feb 30 and such raise
 
 
-class _NotDerivable(Exception):
+class _NotDerivable(_Signal):
     """The model (or one of its parts) is outside the subset; says why."""
 
 

@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ._stats import fetch_stats
+from .stats import fetch_stats
 from ..exceptions import RecorderError, RecorderUnavailable
 
 __all__ = ["MetricsServer"]

@@ -27,8 +27,8 @@ import zmq.auth
 
 from ..storage import INTERNAL_DIR, _durable
 from .. import protocol as P
-from ._run import Endpoints
-from ._dedup import CHECKPOINT_S, DurableIndex
+from ..schema.endpoints import Endpoints
+from ..storage.dedup import CHECKPOINT_S, DurableIndex
 from ..exceptions import RecorderError, RecordTooLarge, UnknownSchemaError, ValidationError
 from ..store import Store
 from ..storage.writer import Entry

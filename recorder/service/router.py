@@ -19,7 +19,8 @@ import msgspec
 import zmq
 
 from .. import _logging
-from ._run import endpoints, lock_endpoints, release_endpoints
+from ..schema.endpoints import endpoints
+from ._run import lock_endpoints, release_endpoints
 from ..schema.config import load_config
 from ..exceptions import RecorderError
 from ..schema.registry import Registry

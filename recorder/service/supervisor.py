@@ -21,7 +21,9 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from ._run import endpoints, lock_endpoints, release_endpoints, take_lock
+from ..schema.endpoints import endpoints
+from ..storage.locks import take_lock
+from ._run import lock_endpoints, release_endpoints
 from ..schema.config import load_config, metrics_address
 from ..exceptions import ConfigError, UsageError
 from ..schema.registry import Registry

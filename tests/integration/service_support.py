@@ -24,7 +24,7 @@ from typing import IO, Any
 import pytest
 
 from recorder import read, verify
-from recorder.service._run import endpoints
+from recorder.schema.endpoints import endpoints
 from recorder.schema.config import load_config
 from recorder.exceptions import RecorderError
 

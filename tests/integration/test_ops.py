@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from recorder import Client, RejectedError, read
-from recorder.service._run import endpoints
+from recorder.schema.endpoints import endpoints
 from recorder.schema.config import default_config_text, load_config
 from recorder.protocol import decode_record
 from recorder.testing import sample_message

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recorder.service._dedup import DurableIndex
+from recorder.storage.dedup import DurableIndex
 
 
 @settings(max_examples=300, deadline=None)

@@ -17,7 +17,7 @@ from recorder import Store, read, recheck, verify
 from recorder.a3cp import A3CPMessage
 from recorder.cli import main
 from recorder.schema.config import default_config_text, parse_config
-from recorder.reading.recheck import SOURCE_TAGS
+from recorder._recheck import SOURCE_TAGS
 from recorder.testing import sample_audit, sample_message, sample_raw_action
 
 

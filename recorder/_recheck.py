@@ -7,6 +7,9 @@ written unless ``into`` names a new data root: then every record goes
 through ``Store.record`` there (passing ones are recorded, failing ones
 quarantined), with its original ids, timestamp, producer and producer
 sequence, and provenance tags naming where it came from.
+
+A write-side tool (it records through ``Store``), so it sits above the
+store, not in ``recorder.reading``; ``recorder.recheck`` is its public name.
 """
 
 from __future__ import annotations
@@ -18,15 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._progress import Progress
-from ..schema.config import Config, load_config
-from ..exceptions import ValidationError
-from ..protocol import Record
-from ..schema.registry import Registry
-from ..schema.accept import Acceptor
-from .replay import Replay
-from ..store import Store
-from ..storage import INTERNAL_DIR
+from ._progress import Progress
+from .exceptions import UsageError, ValidationError
+from .protocol import Record
+from .reading.replay import Replay
+from .schema.accept import Acceptor
+from .schema.config import Config, load_config
+from .schema.registry import Registry
+from .storage import INTERNAL_DIR
+from .store import Store
 
 __all__ = ["Failure", "TypeResult", "RecheckResult", "recheck", "check_into", "SOURCE_TAGS"]
 
@@ -109,13 +112,13 @@ def check_into(root: str | Path, into: str | Path, name: str = "into") -> None:
     """Refuse a target that is not a new data root apart from ``root``.
 
     Raises:
-        ValueError: naming ``name``: ``into`` is ``root``, inside it or around it, or not empty.
+        UsageError: (a ValueError) naming ``name``: ``into`` is ``root``, inside it or around it, or not empty.
     """
     src, dst = os.path.realpath(root), os.path.realpath(into)
     if dst == src or dst.startswith(src + os.sep) or src.startswith(dst + os.sep):
-        raise ValueError(f"{name} {into}: must be a new data root outside the recording ({root})")
+        raise UsageError(f"{name} {into}", f"must be a new data root outside the recording ({root})")
     if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)):
-        raise ValueError(f"{name} {into}: exists and is not an empty directory; re-record into a new data root")
+        raise UsageError(f"{name} {into}", "exists and is not an empty directory; re-record into a new data root")
 
 
 def recheck(root: str | Path, config: Config | str | Path | None, *, into: str | Path | None = None,

@@ -26,7 +26,7 @@ from bisect import bisect_right
 
 import msgspec
 
-from ..storage import INTERNAL_DIR, _durable
+from . import INTERNAL_DIR, _durable
 
 __all__ = ["CHECKPOINT_S", "DurableIndex", "MAX_INTERVALS", "MAX_PRODUCERS", "TTL_S"]
 
