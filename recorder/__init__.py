@@ -1,10 +1,17 @@
-"""recorder: validated, ordered, hash-chained, crash-safe recording of A3CP records."""
+"""recorder: validated, ordered, hash-chained, crash-safe recording of A3CP records.
+
+The public API, loaded on first use (PEP 562): a producer that imports
+``recorder.Client`` does not load the storage engine, and ``recorder.read``
+does not load the write side (docs/ARCHITECTURE.md). The errors are loaded at
+once: they are small and every part raises them.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._env import __version__ as __version__
-from .client import Client
-from .schema.config import Config, load_config
 from .exceptions import (
     ClientClosed,
     ConfigError,
@@ -22,13 +29,49 @@ from .exceptions import (
     UsageError,
     ValidationError,
 )
-from .reading.reader import Problem, read, read_table, verify
-from ._recheck import recheck
-from .schema.registry import Registry
-from .reading.replay import replay
-from .schema.fast import check as fast_check
-from .schema.fast import implied as fast_implied
-from .store import Store
+
+if TYPE_CHECKING:
+    from ._recheck import recheck
+    from .client import Client
+    from .reading.reader import Problem, read, read_table, verify
+    from .reading.replay import replay
+    from .schema.config import Config, load_config
+    from .schema.fast import check as fast_check
+    from .schema.fast import implied as fast_implied
+    from .schema.registry import Registry
+    from .store import Store
+
+#: public name -> (module, attribute)
+_LAZY = {
+    "Client": (".client", "Client"),
+    "Config": (".schema.config", "Config"),
+    "load_config": (".schema.config", "load_config"),
+    "Problem": (".reading.reader", "Problem"),
+    "read": (".reading.reader", "read"),
+    "read_table": (".reading.reader", "read_table"),
+    "verify": (".reading.reader", "verify"),
+    "recheck": ("._recheck", "recheck"),
+    "Registry": (".schema.registry", "Registry"),
+    "replay": (".reading.replay", "replay"),
+    "fast_check": (".schema.fast", "check"),
+    "fast_implied": (".schema.fast", "implied"),
+    "Store": (".store", "Store"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'recorder' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module, __name__), attr)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Client",
