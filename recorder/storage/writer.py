@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from . import _durable
+from . import _durable, formats
 from .._env import iso_ns
 from ..schema._paths import date_fields
 from ._segfiles import (EventSink, has_manifest, open_journal, read_all, recent_time, sealed_tail, segment_counts,
@@ -261,8 +261,7 @@ class TypeWriter:
         return stream, self._journal_rel(stream, seg), values
 
     def _journal_rel(self, stream: str, seg: int) -> str:
-        final = stream.replace("\0", self._seg_text(seg))
-        return final if final.endswith(".jsonl") else final.rsplit(".", 1)[0] + ".jsonl"
+        return formats.journal_path(stream.replace("\0", self._seg_text(seg)))
 
     def _seg_text(self, seg: int) -> str:
         spec = self.spec.template.text.split("{segment", 1)[1].split("}", 1)[0].lstrip(":")
@@ -293,9 +292,10 @@ class TypeWriter:
         if best < 0:
             return 0
         stem = (d + "/" if d else "") + pre + self._seg_text(best) + stem_post
-        sealed = any(n == stem.rsplit("/", 1)[-1] + suffix for n in names
-                     for suffix in (MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, ".parquet"))
-        sealing = self.active.get(stem + ".jsonl") == "sealing"
+        base, fmt = stem.rsplit("/", 1)[-1], formats.get(self.spec.config.format)
+        done = {base + MANIFEST_SUFFIX, base + TOMBSTONE_SUFFIX} | ({fmt.data_name(base)} if fmt.converts else set())
+        sealed = not done.isdisjoint(names)
+        sealing = self.active.get(stem + formats.JOURNAL_SUFFIX) == "sealing"
         return best + 1 if sealed or sealing else best
 
     # -- appending -------------------------------------------------------------
@@ -541,7 +541,7 @@ class TypeWriter:
         j = self.open.get(prev_rel)
         if j is not None:
             return j.head  # still open (reopened at start): its recovered head, newer than any checkpoint
-        return stored_head(dir_fd, prev_rel.rsplit("/", 1)[-1][: -len(".jsonl")]) or GENESIS
+        return stored_head(dir_fd, formats.stem(prev_rel.rsplit("/", 1)[-1])) or GENESIS
 
     # -- sealing ---------------------------------------------------------------
     def seal(self, rel: str) -> None:

@@ -1,0 +1,25 @@
+"""JSONL: the journal is the data file; a sealed segment stays as it was written.
+
+One line per record, after a header line; each line is a JSON object (the
+envelope, the record, and the chain's fields). docs/FORMAT.md has the
+framing; ``storage.journal`` writes and recovers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import Encoded
+
+__all__ = ["encode", "record_lines"]
+
+
+def encode(lines: Sequence[bytes], model_for: Callable[[str], Any]) -> Encoded | None:
+    """Nothing to convert: the sealed journal is this format's data file."""
+    return None
+
+
+def record_lines(data: bytes) -> list[bytes]:
+    """The record lines of a journal's bytes: every non-empty line after the header."""
+    return [line for line in data.split(b"\n")[1:] if line]
