@@ -27,6 +27,7 @@ from .formats import jsonl
 from ._segfiles import manifest_of
 from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, Catalog
+from ..exceptions import CorruptionError
 from ..schema.registry import Registry
 
 __all__ = ["Sealer", "Usage", "build_manifest", "stem_of", "MANIFEST_VERSION"]
@@ -318,7 +319,8 @@ class Sealer(threading.Thread):
         """Write the segment's data file of format ``fmt`` (whole or not at all), then its manifest."""
         data = _read_file(dir_fd, name)
         if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
-            raise RuntimeError(f"{rel}: journal changed since it was sealed; not converting")
+            raise CorruptionError(rel, 1, 0, "journal changed since it was sealed (sha256 differs from its manifest's); "
+                                             "not converting")
         encoded = fmt.encode(jsonl.record_lines(data), model_for)
         if encoded is None:
             return  # the journal is the data file: nothing to convert

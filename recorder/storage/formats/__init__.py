@@ -8,11 +8,15 @@ journal's converts each sealed journal into its own data file,
 name (``path``, ``sha256``, ``rows``, ``bytes``). Adding a format adds its
 module (and its name to ``schema.config.Format``), nothing else.
 
-A format module gives ``encode(lines, model_for) -> Encoded | None``: the
-data file of a sealed journal's record lines, or None when the journal is
-the data file. Encoding is pure; the sealer writes the file durably. The
-module is imported on first use, so a recorder without Parquet types never
-loads pyarrow.
+A format module gives
+
+- ``encode(lines, model_for) -> Encoded | None``: the data file of a sealed
+  journal's record lines, or None when the journal is the data file;
+- ``table(data, model_for)``: the records of a sealed segment's data file
+  (its bytes) as an Arrow table.
+
+Both are pure: the sealer writes the file durably. The module is imported
+on first use, so a recorder without Parquet types never loads pyarrow.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from types import ModuleType
 from typing import Any, BinaryIO, Protocol
 
 from ...exceptions import UsageError
 from ...schema.registry import JOURNAL_FORMAT
 
-__all__ = ["JOURNAL_SUFFIX", "Encoded", "Format", "converted", "data_path", "get", "journal_path", "of",
-           "stem"]
+__all__ = ["JOURNAL_SUFFIX", "Encoded", "Format", "converted", "data_path", "for_path", "get", "journal_path",
+           "of", "stem"]
 
 #: The ending of every journal, whatever its type's format.
 JOURNAL_SUFFIX = "." + JOURNAL_FORMAT
@@ -77,6 +82,14 @@ class Format:
         encoded: Encoded | None = _module(self.name).encode(lines, model_for)
         return encoded
 
+    def table(self, data: bytes, model_for: Callable[[str], Any]) -> Any:
+        """The records of a sealed segment's data file of this format (its bytes) as a ``pyarrow.Table``.
+
+        Raises:
+            ValidationError: a record the table cannot hold.
+        """
+        return _module(self.name).table(data, model_for)
+
 
 _MODULES: dict[str, ModuleType] = {}
 
@@ -97,6 +110,11 @@ def _module(name: str) -> ModuleType:
 def get(name: str) -> Format:
     """The format called ``name`` (a type's ``format``, or a manifest's)."""
     return Format(name)
+
+
+def for_path(path: str | PurePath) -> Format:
+    """The format of a data file, by its ending (a journal's is the journal format)."""
+    return Format(PurePath(path).suffix[1:] or JOURNAL_FORMAT)
 
 
 def of(manifest: dict[str, Any]) -> Format:

@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import Encoded
+from .parquet import to_table
 
-__all__ = ["encode", "record_lines"]
+__all__ = ["encode", "record_lines", "table"]
 
 
 def encode(lines: Sequence[bytes], model_for: Callable[[str], Any]) -> Encoded | None:
@@ -23,3 +24,8 @@ def encode(lines: Sequence[bytes], model_for: Callable[[str], Any]) -> Encoded |
 def record_lines(data: bytes) -> list[bytes]:
     """The record lines of a journal's bytes: every non-empty line after the header."""
     return [line for line in data.split(b"\n")[1:] if line]
+
+
+def table(data: bytes, model_for: Callable[[str], Any]) -> Any:
+    """A sealed journal's records as an Arrow table (``parquet.to_table``'s columns)."""
+    return to_table(record_lines(data), model_for)

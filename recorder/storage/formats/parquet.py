@@ -132,6 +132,7 @@ __all__ = [
     "encode",
     "envelope_schema",
     "read_table",
+    "table",
     "to_table",
     "write",
     "write_to",
@@ -478,6 +479,11 @@ def write(dir_fd: int, name: str, table: pa.Table, label: str) -> str:
     digests: list[str] = []
     _durable.publish(dir_fd, name, lambda f: digests.append(write_to(f, table)), label)
     return digests[0]
+
+
+def table(data: bytes, model_for: Callable[[str], type[BaseModel]] | None = None) -> pa.Table:
+    """A Parquet file's bytes as a table (the format surface; the file's own schema, ``model_for`` unused)."""
+    return pq.read_table(pa.BufferReader(data))
 
 
 def read_table(paths: Sequence[str | PathLike[str]]) -> pa.Table:
