@@ -48,6 +48,18 @@ class Rotation:
         """The stream's next record goes past ``segment`` (never back: a later one may be written already)."""
         self.current[stream] = max(self.current.get(stream, 0), segment + 1)
 
+    def move_on(self, stream: str, seg: int, head: str) -> tuple[str, int | None, tuple[int, str] | None]:
+        """The stream goes on in segment ``seg + 1``, chained from ``head``; returns what undoes it (``restore``)."""
+        undo = (stream, self.current.get(stream), self.prev_heads.get(stream))
+        self.prev_heads[stream] = (seg, head)
+        self.current[stream] = seg + 1
+        return undo
+
+    def closed(self, stream: str, seg: int, head: str) -> None:
+        """Segment ``seg`` of the stream was closed with chain head ``head``: the next record starts a later one."""
+        self.prev_heads[stream] = (seg, head)
+        self.advance(stream, seg)
+
     def full(self, j: Journal, opened: float, now: float) -> bool:
         """True if the segment ``j`` (opened at monotonic ``opened``) reached a limit."""
         return bool((self.rotate_bytes and j.size >= self.rotate_bytes)

@@ -319,8 +319,8 @@ class Sealer(threading.Thread):
         """Write the segment's data file of format ``fmt`` (whole or not at all), then its manifest."""
         data = _read_file(dir_fd, name)
         if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
-            raise CorruptionError(rel, 1, 0, "journal changed since it was sealed (sha256 differs from its manifest's); "
-                                             "not converting")
+            raise CorruptionError(rel, 1, 0, "journal changed since it was sealed (its sha256 is not the "
+                                             "manifest's); not converting")
         encoded = fmt.encode(jsonl.record_lines(data), model_for)
         if encoded is None:
             return  # the journal is the data file: nothing to convert

@@ -306,9 +306,8 @@ class TypeWriter:
         """Write one stream's lines of a batch, into as many of its segments as its limits need."""
         i, n = 0, len(g.bodies)
         chained = False  # the segment below was started after an earlier part of this batch
-        current, heads = self.rotation.current, self.rotation.prev_heads
         while i < n:
-            seg = current.get(g.stream, 0)
+            seg = self.rotation.current.get(g.stream, 0)
             rel = self.routes.journal_rel(g.stream, seg) if self.rotating else g.stream
             j = self.journal(rel, g.stream, seg, g.values)
             self._pinned.add(rel)
@@ -328,9 +327,7 @@ class TypeWriter:
                 chained = True
                 j.sync()
                 filled.append(rel)
-                moved.append((g.stream, current.get(g.stream), heads.get(g.stream)))
-                heads[g.stream] = (seg, j.head)
-                current[g.stream] = seg + 1
+                moved.append(self.rotation.move_on(g.stream, seg, j.head))
 
     def _try_seal(self, rel: str) -> None:
         """Seal after a batch is durable: a failure is reported, never a refusal of stored records."""
@@ -399,9 +396,7 @@ class TypeWriter:
             self._close(j)  # closes even when its checkpoint cannot be written
         except RecorderError as e:
             self.on_event("checkpoint_failed", {"path": rel, "error": str(e)})
-        self.rotation.prev_heads[info.stream] = (info.segment, j.head)
-        # never back: an older segment sealed at start may have later ones already
-        self.rotation.advance(info.stream, info.segment)
+        self.rotation.closed(info.stream, info.segment, j.head)
         self.active[rel] = "sealing"
         self.state.save()
         self.on_event("segment_sealed", {"path": rel, "records": j.records, "bytes": j.size,
