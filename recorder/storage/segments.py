@@ -30,14 +30,9 @@ from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, Catalog
 from ..exceptions import CorruptionError
 from ..schema.registry import Registry
 
-__all__ = ["Sealer", "Usage", "build_manifest", "stem_of", "MANIFEST_VERSION"]
+__all__ = ["Sealer", "Usage", "build_manifest", "MANIFEST_VERSION"]
 
 MANIFEST_VERSION = 1
-
-
-def stem_of(rel: str) -> str:
-    """``a/b/x_001.jsonl`` -> ``a/b/x_001`` (the name every sibling file shares)."""
-    return formats.stem(rel)
 
 
 def _read_file(dir_fd: int, name: str) -> bytes:
