@@ -23,7 +23,6 @@ import msgspec
 
 from . import INTERNAL_DIR, _durable, formats
 from .._env import iso_ns
-from .formats import jsonl
 from ._segfiles import manifest_of
 from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, Catalog
@@ -316,7 +315,7 @@ class Sealer(threading.Thread):
         if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
             raise CorruptionError(rel, 1, 0, "journal changed since it was sealed (its sha256 is not the "
                                              "manifest's); not converting")
-        encoded = fmt.encode(jsonl.record_lines(data), model_for)
+        encoded = fmt.encode(formats.record_lines(data), model_for)
         if encoded is None:
             return  # the journal is the data file: nothing to convert
         dname = fmt.data_name(stem)

@@ -32,7 +32,7 @@ from ...exceptions import UsageError
 from ...schema.registry import JOURNAL_FORMAT
 
 __all__ = ["JOURNAL_SUFFIX", "Encoded", "Format", "converted", "data_path", "for_path", "get", "journal_path",
-           "of", "stem"]
+           "of", "record_lines", "stem"]
 
 #: The ending of every journal, whatever its type's format.
 JOURNAL_SUFFIX = "." + JOURNAL_FORMAT
@@ -142,3 +142,8 @@ def stem(path: str) -> str:
 def journal_path(path: str) -> str:
     """The journal a data path starts as: ``x_001.parquet`` -> ``x_001.jsonl``."""
     return path if path.endswith(JOURNAL_SUFFIX) else stem(path) + JOURNAL_SUFFIX
+
+
+def record_lines(data: bytes) -> list[bytes]:
+    """The record lines of a journal's bytes (what every format encodes): each non-empty line after the header."""
+    return [line for line in data.split(b"\n")[1:] if line]

@@ -2,7 +2,9 @@
 
 One line per record, after a header line; each line is a JSON object (the
 envelope, the record, and the chain's fields). docs/FORMAT.md has the
-framing; ``storage.journal`` writes and recovers it.
+framing; ``storage.journal`` writes and recovers it. Its Arrow table is
+Parquet's layout, so importing this module loads pyarrow: the package
+imports it only when a table is asked for.
 """
 
 from __future__ import annotations
@@ -10,20 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import Encoded
+from . import Encoded, record_lines
 from .parquet import to_table
 
-__all__ = ["encode", "record_lines", "table"]
+__all__ = ["encode", "table"]
 
 
 def encode(lines: Sequence[bytes], model_for: Callable[[str], Any]) -> Encoded | None:
     """Nothing to convert: the sealed journal is this format's data file."""
     return None
-
-
-def record_lines(data: bytes) -> list[bytes]:
-    """The record lines of a journal's bytes: every non-empty line after the header."""
-    return [line for line in data.split(b"\n")[1:] if line]
 
 
 def table(data: bytes, model_for: Callable[[str], Any]) -> Any:
