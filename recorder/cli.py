@@ -170,8 +170,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 def _cmd_catalog(args: argparse.Namespace) -> int:
     from ._env import runtime_env
-    from .storage.catalog import rebuild
-    from .reading.reader import _catalog, check_recording
+    from .storage.catalog_log import rebuild
+    from .storage.catalog import sealed_segments
+    from .reading.reader import check_recording
 
     root = str(check_recording(_root(args)))
     if args.rebuild:
@@ -199,7 +200,7 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
             print("publication state restored from the tables' transaction versions: "
                   + (", ".join(f"{t} {v}" for t, v in versions.items()) or "no tables"))
         return 0
-    rows = sorted(_catalog(Path(root)).values(), key=lambda m: int(m["first_seq"] or 0))
+    rows = sorted(sealed_segments(Path(root)).values(), key=lambda m: int(m["first_seq"] or 0))
     print(f"{'schema type':<14}{'records':>8}{'bytes':>10}  {'first timestamp':<25}{'versions':<14}{'state':<10}path")
     for m in rows:
         if args.type and m["schema_type"] != args.type:

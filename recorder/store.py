@@ -28,12 +28,13 @@ from .schema.registry import Registry
 from .protocol import Record
 from .schema.accept import Accepted, Acceptor
 from .schema.validation import encode_record, quarantine_copy, safe_json
-from .storage.catalog import Catalog
+from .storage.catalog_log import Catalog
 from .publish._state import data_bytes, unpublished_check
 from .storage.segments import Sealer, Usage
 from .service._dedup import DurableIndex
 from .storage._segfiles import SEALED_TAIL, pseqs_after
-from .storage.writer import Entry, TypeWriter, open_journal
+from .storage.journal import open_journal
+from .storage.writer import Entry, TypeWriter
 
 __all__ = ["Store", "INTERNAL_DIR"]
 

@@ -34,13 +34,25 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["Late", "late_records", "reorder", "permutation"]
+import msgspec
+
+__all__ = ["Late", "LineKeys", "late_records", "reorder", "permutation"]
 
 T = TypeVar("T")
 #: (seq, producer, pseq) of one record
 Key = tuple[int, Any, Any]
 #: producer -> its late records as (seq, pseq), in ``seq`` order
 Late = dict[str, list[tuple[int, int]]]
+
+
+class LineKeys(msgspec.Struct, kw_only=True):
+    """The fields of a record line, besides ``seq``, that readers order and filter it by (the record is skipped)."""
+
+    timestamp: Any = None
+    user_id: Any = None
+    session_id: Any = None
+    producer: Any = None
+    pseq: Any = None
 
 
 def _ordered(producer: Any, pseq: Any) -> bool:

@@ -20,11 +20,11 @@ from typing import Any, BinaryIO, Literal
 
 import msgspec
 
-from ._order import Key, Late, late_records, reorder
-from ..storage.catalog import Segment
+from ._order import Key, Late, LineKeys, late_records, reorder
+from ..storage.catalog import Segment, sealed_segments
 from ..exceptions import CorruptionError
 from ._rows import py
-from .reader import _catalog, walk_data_files
+from .reader import walk_data_files
 
 By = Literal["received", "timestamp"]
 
@@ -87,17 +87,12 @@ def parse_time(value: str | datetime | None, name: str) -> int | None:
 
 
 # -- what is stored ------------------------------------------------------------------
-class _Head(msgspec.Struct):
+class _Head(LineKeys, kw_only=True):
     """The fields of a record line that choose it and place it in time (the record is skipped)."""
 
     seq: int
     received: str = ""
     schema_type: str = ""
-    timestamp: Any = None
-    user_id: Any = None
-    session_id: Any = None
-    producer: Any = None
-    pseq: Any = None
 
 
 class _Stored(msgspec.Struct):
@@ -261,7 +256,7 @@ def _parquet_first_seq(path: Path) -> int | None:
 
 def find_sources(root: Path, flt: Filter) -> list[_Source]:
     """The data files that may hold matching records, by first ``seq``; sealed ones chosen by the catalog."""
-    catalog = _catalog(root)
+    catalog = sealed_segments(root)
     found: list[_Source] = []
     for path, rel in walk_data_files(root):
         m = catalog.get(rel)

@@ -35,12 +35,12 @@ from typing import Any
 import msgspec
 
 from ..storage import INTERNAL_DIR
-from ..storage.catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
-from .reader import Problem, verify_file
+from ..storage.catalog import CATALOG_NAME, MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, read_catalog
+from ._verify import Problem, verify_file
 
 __all__ = ["check_segments"]
 
-CATALOG = f"{INTERNAL_DIR}/catalog.jsonl"
+CATALOG = f"{INTERNAL_DIR}/{CATALOG_NAME}"
 _TEMP_PATTERNS = (".*.tmp-*", ".catalog.rebuild")
 _CHUNK = 1 << 20
 #: fields a published conversion adds to a manifest (the catalog's ``seal`` copy lacks them)
@@ -200,21 +200,10 @@ def _load_catalog(base: Path, report: _Report, expected: bool) -> _Catalog:
     if bad is not None:
         cat.intact = False
         report.add(path, bad.reason, bad.line, bad.offset)
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
-            if n == 1 or not line.endswith(b"\n"):
-                continue
-            try:
-                entry = msgspec.json.decode(line)
-                op, m = entry.get("op"), entry.get("manifest")
-                rel = m["path"]
-            except (msgspec.DecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError):
-                continue  # the chain check above reports a damaged line
-            if op in ("seal", "convert"):
-                cat.live[rel] = (n, m)
-            elif op == "delete":
-                cat.live.pop(rel, None)
-                cat.deleted[rel] = (n, m)
+    index = read_catalog(base)
+    if index is not None:
+        cat.live = {rel: (seg.line, seg.manifest) for rel, seg in index.segments.items() if seg.deleted is None}
+        cat.deleted = index.deletions
     return cat
 
 

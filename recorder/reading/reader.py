@@ -6,7 +6,6 @@ import heapq
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from operator import itemgetter
 from pathlib import Path
@@ -14,12 +13,14 @@ from typing import Any
 
 import msgspec
 
-from ._order import Key, late_records, reorder
+from ._order import Key, LineKeys, late_records, reorder
 from .._progress import Progress
 from ._rows import parquet_rows
 from ..exceptions import CorruptionError, NotARecording, UsageError
 from ..storage import INTERNAL_DIR
-from ..storage.journal import FORMAT_VERSION, GENESIS, check_line
+from ..storage.catalog import Segment, sealed_segments
+from ._segcheck import check_segments
+from ._verify import Problem, verify_file
 
 __all__ = ["read", "read_table", "data_files", "verify", "verify_file", "journal_files", "Problem",
            "check_recording", "recorded_types"]
@@ -188,16 +189,11 @@ def _key(e: dict[str, Any]) -> Key:
     return int(e.get("seq", 0)), e.get("producer"), e.get("pseq")
 
 
-class _Head(msgspec.Struct):
+class _Head(LineKeys, kw_only=True):
     """What the read order and the filters need of a record line (the record itself is only parsed)."""
 
     seq: Any = 0
     schema_type: Any = None
-    timestamp: Any = None
-    user_id: Any = None
-    session_id: Any = None
-    producer: Any = None
-    pseq: Any = None
     commit: Any = None
 
 
@@ -252,21 +248,6 @@ def _source(path: Path, on_problem: OnProblem | None, end: int | None = None) ->
     return parquet_rows(path) if path.suffix == ".parquet" else _lines(path, on_problem, end)
 
 
-def _catalog(root: Path) -> dict[str, dict[str, Any]]:
-    """journal path -> manifest of each sealed, not deleted segment (empty without a catalog)."""
-    path = root / INTERNAL_DIR / "catalog.jsonl"
-    found: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return found
-    for e in _lines(path):
-        m = e.get("manifest") or {}
-        if e.get("op") in ("seal", "convert"):
-            found[m["path"]] = m
-        elif e.get("op") == "delete":
-            found.pop(m.get("path", ""), None)
-    return found
-
-
 def data_files(root: str | Path, *, schema_type: str | None = None, user_id: str | None = None,
                session_id: str | None = None, since: datetime | None = None,
                until: datetime | None = None) -> list[Path]:
@@ -279,10 +260,8 @@ def data_files(root: str | Path, *, schema_type: str | None = None, user_id: str
     Raises:
         NotARecording: ``root`` does not exist or holds no recording.
     """
-    from ..storage.catalog import Segment
-
     root = check_recording(root)
-    catalog = _catalog(root)
+    catalog = sealed_segments(root)
     chosen: list[Path] = []
     for path, rel in walk_data_files(root):
         m = catalog.get(rel)
@@ -320,7 +299,7 @@ def recorded_types(root: str | Path) -> set[str]:
         NotARecording: ``root`` does not exist or holds no recording.
     """
     files = data_files(root)
-    found = {m["schema_type"] for m in _catalog(Path(root)).values()}
+    found = {m["schema_type"] for m in sealed_segments(root).values()}
     found |= {t for t in (_header_type(p) for p in files if p.suffix == ".jsonl") if t is not None}
     return found
 
@@ -395,103 +374,6 @@ def _empty(schema: Any) -> Any:
     return pa.Table.from_batches([], schema=schema)
 
 
-@dataclass
-class Problem:
-    """The first problem found in one file."""
-
-    path: str
-    line: int  # 1-based; -1 where the problem is not in one line (a manifest, a Parquet file)
-    offset: int  # byte offset in the file; -1 where no single byte is at fault
-    reason: str
-    where: str = ""  # the place when it is not a line: "field sha256", "row group 2", "whole file"
-
-    def __str__(self) -> str:
-        if self.line >= 1:
-            place = f"line {self.line}" + (f" (byte {self.offset})" if self.offset >= 0 else "")
-        elif self.offset >= 0:
-            place = f"byte {self.offset}"
-        else:
-            place = self.where
-        return f"{self.path}: {place}: {self.reason}" if place else f"{self.path}: {self.reason}"
-
-
-def verify_file(path: str | Path, progress: Progress | None = None) -> Problem | None:
-    """Check one journal's header, every line's hash, the chain, order and head checkpoint."""
-    path = str(path)
-    hashing = True
-    prev = GENESIS
-    last_seq = 0
-    offset = 0
-    ends: dict[int, str] = {}
-    committed = True
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
-            start = offset
-            offset += len(line)
-            if progress:
-                progress.advance(len(line))
-            if not line.endswith(b"\n"):
-                return Problem(path, n, start, f"torn final line ({len(line)} bytes without a newline)")
-            body = line[:-1]
-            if n == 1:
-                try:
-                    head = msgspec.json.decode(body)
-                except (msgspec.DecodeError, UnicodeDecodeError) as e:
-                    return Problem(path, 1, 0, f"header is not JSON: {e}")
-                if not isinstance(head, dict) or head.get("recorder_journal") != FORMAT_VERSION:
-                    return Problem(path, 1, 0, "not a recorder journal (header lacks recorder_journal=1)")
-                if head.get("hash") not in ("sha256", "none", None):
-                    return Problem(path, 1, 0, f"unknown hash algorithm {head.get('hash')!r}")
-                hashing = head.get("hash", "sha256") != "none"
-                chained = "h" in head or "prev" in head
-                if not hashing and chained:
-                    return Problem(path, 1, 0, "header says hash 'none' but carries a hash chain: it was altered")
-                if hashing and not chained:
-                    return Problem(path, 1, 0, "header lacks its hash fields")
-            obj, reason = check_line(body, hashing)
-            if obj is None:
-                return Problem(path, n, start, reason)
-            if not hashing and ("h" in obj or "prev" in obj):
-                return Problem(path, n, start, "line carries a hash chain in a journal whose header says 'none'")
-            if hashing:
-                if n == 1:
-                    prev = str(obj.get("prev"))  # the chain this file continues (checked across segments)
-                if obj.get("prev") != prev:
-                    what = "the line before it was removed or replaced" if n > 1 else "unexpected chain start"
-                    return Problem(path, n, start, f"chain broken: {what}")
-                prev = str(obj["h"])
-                ends[offset] = prev
-            if n > 1:
-                seq = obj.get("seq")
-                if not isinstance(seq, int) or seq <= last_seq:
-                    return Problem(path, n, start, f"sequence {seq!r} does not increase (previous {last_seq})")
-                last_seq = seq
-            committed = obj.get("commit") is True
-    if offset == 0:
-        return Problem(path, 1, 0, "empty file (no header)")
-    if not committed:
-        return Problem(path, n, start, "final batch is incomplete (its last line has no commit mark)")
-    return _check_anchor(path, offset, ends) if hashing else None
-
-
-def _check_anchor(path: str, size: int, ends: dict[int, str]) -> Problem | None:
-    try:
-        with open(path + ".head", "rb") as f:
-            anchor = msgspec.json.decode(f.read())
-    except FileNotFoundError:
-        return None
-    except (msgspec.DecodeError, UnicodeDecodeError) as e:
-        return Problem(path + ".head", 1, 0, f"checkpoint is not JSON: {e}")
-    if not isinstance(anchor, dict):
-        return Problem(path + ".head", 1, 0, "checkpoint is not a JSON object")
-    at, head = anchor.get("size", -1), anchor.get("head")
-    if at > size:
-        return Problem(path, -1, size, f"file ends at byte {size} but its checkpoint vouches for {at}: lines were removed")
-    if ends.get(at) != head:
-        return Problem(path, -1, at, "the line the checkpoint vouches for is gone or changed")
-    return None
-
-
 def verify(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
            show_progress: bool = False) -> tuple[int, list[Problem]]:
     """Verify every journal under ``paths`` (internal logs included).
@@ -525,7 +407,7 @@ def verify(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
         if problem:
             problems.append(problem)
     progress.done()
-    from ._segcheck import check_segments  # manifests, links across segments, Parquet digests, catalog
+    # manifests, links across segments, Parquet digests, catalog
     problems += [q for p in map(str, paths) if os.path.isdir(p) for q in check_segments(p)
                  if all(q.path != o.path for o in problems)]
     return len(files), problems

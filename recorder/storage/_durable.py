@@ -266,11 +266,24 @@ def _discard(dir_fd: int, tmp: str) -> None:
         pass
 
 
-def write_new(dir_fd: int, name: str, data: bytes, label: str) -> None:
-    """Write a whole new file atomically: temp file, fsync, rename, dir fsync."""
+def _create_whole(dir_fd: int, name: str, label: str, op: str, fill: Callable[[int, str], None]) -> None:
+    """The one atomic create: ``fill`` writes, fsyncs and closes the hidden temp file (``.NAME.tmp-PID``,
+    which no ``*.parquet``/``*.jsonl`` glob matches) it is given (fd, name); then rename, dir fsync."""
     tmp = f".{name}.tmp-{os.getpid()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+        fill(fd, tmp)
+        _rename_into_place(dir_fd, tmp, name)
+    except BaseException as e:  # the temp file goes whatever failed
+        _discard(dir_fd, tmp)
+        if isinstance(e, OSError):
+            raise _wrap(e, label, op) from e
+        raise
+
+
+def write_new(dir_fd: int, name: str, data: bytes, label: str) -> None:
+    """Write a whole new file atomically: temp file, fsync, rename, dir fsync."""
+    def fill(fd: int, tmp: str) -> None:
         try:
             if _oplog is not None:
                 _note("create", _ino(dir_fd), tmp, _ino(fd))
@@ -280,23 +293,16 @@ def write_new(dir_fd: int, name: str, data: bytes, label: str) -> None:
                 _note("sync", _ino(fd), "fsync")
         finally:
             os.close(fd)
-        _rename_into_place(dir_fd, tmp, name)
-    except BaseException as e:  # the temp file goes whatever failed
-        _discard(dir_fd, tmp)
-        if isinstance(e, OSError):
-            raise _wrap(e, label, "write") from e
-        raise
+
+    _create_whole(dir_fd, name, label, "write", fill)
 
 
 def publish(dir_fd: int, name: str, write: Callable[[BinaryIO], None], label: str) -> None:
-    """Create ``name`` whole or not at all: ``write`` fills a hidden temp file
-    (``.NAME.tmp-PID``, which no ``*.parquet``/``*.jsonl`` glob matches), then
+    """Create ``name`` whole or not at all: ``write`` fills a hidden temp file, then
     fsync, rename into place, fsync the directory. For files a library writes
     (Parquet), which never fsync by themselves.
     """
-    tmp = f".{name}.tmp-{os.getpid()}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+    def fill(fd: int, tmp: str) -> None:
         if _oplog is not None:
             _note("create", _ino(dir_fd), tmp, _ino(fd))
         with os.fdopen(fd, "wb") as f:
@@ -308,12 +314,8 @@ def publish(dir_fd: int, name: str, write: Callable[[BinaryIO], None], label: st
             os.fsync(f.fileno())
             if _oplog is not None:
                 _note("sync", _ino(fd), "fsync")
-        _rename_into_place(dir_fd, tmp, name)
-    except BaseException as e:  # the temp file goes whatever failed
-        _discard(dir_fd, tmp)
-        if isinstance(e, OSError):
-            raise _wrap(e, label, "publish") from e
-        raise
+
+    _create_whole(dir_fd, name, label, "publish", fill)
 
 
 def _read_back(dir_fd: int, name: str) -> bytes:

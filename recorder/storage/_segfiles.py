@@ -1,15 +1,12 @@
 """What a writer reads beside its journals: sealed segments' tails, earlier chain heads, manifests.
 
 Kept out of ``writer.py`` so that module holds the write path only. Nothing
-here writes, except :func:`open_journal`, which opens (and so recovers) a
-journal and sets a damaged one aside.
+here writes.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -17,12 +14,11 @@ import msgspec
 from . import _durable
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
 from ..exceptions import RecorderError
-from .journal import GENESIS, Journal, Recovery
+from .journal import EventSink
 
-__all__ = ["SEALED_ROWS", "SEALED_TAIL", "EventSink", "has_manifest", "manifest_of", "open_journal", "pseqs_after",
+__all__ = ["SEALED_ROWS", "SEALED_TAIL", "EventSink", "has_manifest", "manifest_of", "pseqs_after",
            "read_all", "recent_time", "sealed_tail", "segment_counts", "stored_head"]
 
-EventSink = Callable[[str, dict[str, Any]], None]
 SEALED_TAIL = 4 << 20  # bytes of a sealed journal's end read for de-duplication
 SEALED_ROWS = 8192  # rows of a Parquet segment's end read likewise
 
@@ -196,27 +192,3 @@ def stored_head(dir_fd: int, stem: str) -> str | None:
         if isinstance(value, str):
             return value
     return None
-
-
-def open_journal(dir_fd: int, name: str, rel: str, header: dict[str, Any], on_event: EventSink, *,
-                 hashing: bool, fsync: bool, prev_head: str = GENESIS) -> tuple[Journal, Recovery]:
-    """Open a journal, recovering its tail; a damaged file is set aside read-only.
-
-    What recovery cut and what was set aside are reported through ``on_event``
-    (the cut bytes with them, so they are kept, never silently deleted).
-    """
-    def keep(offset: int, data: bytes) -> None:
-        on_event("torn_tail_cut", {"path": rel, "offset": offset, "bytes": len(data), "data": data})
-
-    j = Journal(dir_fd, name, rel, hashing=hashing, fsync=fsync)
-    rec = j.open(header, prev_head, keep_cut=keep)
-    if rec.damaged is not None:
-        _durable.close(j.fd)
-        aside = f"{name}.damaged-{time.time_ns()}"
-        _durable.rename(dir_fd, name, aside, rel, read_only=True)
-        on_event("file_set_aside", {"path": rel, "moved_to": aside, "offset": rec.damaged.offset,
-                                    "line": rec.damaged.line, "reason": rec.damaged.reason})
-        j = Journal(dir_fd, name, rel, hashing=hashing, fsync=fsync)
-        rec2 = j.open({**header, "follows_damaged": aside}, prev_head)
-        rec = Recovery(damaged=rec.damaged, tail=rec2.tail)
-    return j, rec

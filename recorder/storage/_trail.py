@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from . import INTERNAL_DIR, _durable
-from .catalog import scan_manifests
+from .catalog import read_catalog, scan_manifests
 
 __all__ = ["AUDIT", "Trail", "check_trail", "logged", "segment_sizes"]
 
@@ -151,9 +151,8 @@ def check_trail(root: str | Path) -> Trail:
             m = doc.get("manifest") or {}
             on_disk[str(m.get("path"))] = m
             tombs.add(str(m.get("path")))
-    catalog: set[str] = set()
-    for e in _lines(root / INTERNAL_DIR / "catalog.jsonl"):
-        catalog.add(str((e.get("manifest") or {}).get("path")))
+    index = read_catalog(root)
+    catalog: set[str] = set(index.segments) if index is not None else set()
     t.catalog = len(catalog)
     for path in sorted(set(on_disk) | catalog):
         n = sealed.get(path, 0)

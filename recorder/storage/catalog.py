@@ -1,6 +1,7 @@
-"""The catalog of sealed segments: search without scanning data, rebuild from manifests.
+"""The catalog of sealed segments, read side: replay it, search it without scanning data, scan manifests.
 
-The catalog is a chained journal (``_recorder/catalog.jsonl``) of entries:
+Nothing here writes (``catalog_log`` appends and rebuilds). The catalog is a
+chained journal (``_recorder/catalog.jsonl``) of entries:
 ``seal`` (a segment's manifest), ``convert`` (its Parquet file was
 published) and ``delete`` (retention removed it, with the digest of what was
 removed). It is derived data: every entry can be rebuilt from the manifests
@@ -10,9 +11,8 @@ and tombstones that sit beside the segments (``recorder catalog --rebuild``).
 from __future__ import annotations
 
 import os
-import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,13 +20,14 @@ from typing import Any
 
 import msgspec
 
-from . import INTERNAL_DIR, _durable
-from .journal import Journal
+from . import INTERNAL_DIR
 
-__all__ = ["Catalog", "Segment", "MANIFEST_SUFFIX", "TOMBSTONE_SUFFIX", "scan_manifests"]
+__all__ = ["CATALOG_NAME", "CatalogIndex", "Segment", "MANIFEST_SUFFIX", "TOMBSTONE_SUFFIX", "read_catalog",
+           "scan_manifests", "sealed_segments"]
 
 MANIFEST_SUFFIX = ".manifest.json"
 TOMBSTONE_SUFFIX = ".deleted.json"
+CATALOG_NAME = "catalog.jsonl"  # under INTERNAL_DIR
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Segment:
 
     manifest: dict[str, Any]
     deleted: dict[str, Any] | None = None
+    line: int = 0  # the catalog line of the entry that gave this manifest
 
     @property
     def path(self) -> str:
@@ -66,89 +68,74 @@ def _ts(s: str) -> datetime:
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
-class Catalog:
-    """In-memory index of sealed segments, persisted as a chained journal."""
+class CatalogIndex:
+    """Sealed segments by journal path, folded from catalog entries: the one replay of the catalog."""
 
-    NAME = "catalog.jsonl"
-
-    def __init__(self, internal_fd: int, header: dict[str, Any], root: str,
-                 on_event: Callable[[str, dict[str, Any]], None]) -> None:
-        from .writer import open_journal
-
-        self.internal_fd = internal_fd
-        self.lock = threading.Lock()
+    def __init__(self) -> None:
         self.segments: dict[str, Segment] = {}  # journal path (manifest["path"]) -> segment
+        #: journal path -> (catalog line, manifest) of its delete entry
+        self.deletions: dict[str, tuple[int, dict[str, Any]]] = {}
         self.max_number = 0  # the highest catalog number of a segment (manifest["number"]) seen
-        #: (op, journal path) of the last entries found at start, oldest first (a kill may have cut the
+        #: (op, journal path) of the last entries read, oldest first (a kill may have cut the
         #: work that follows an entry short: the sealer finishes it)
         self.last: deque[tuple[str, str]] = deque(maxlen=16)
-        self.journal, rec = open_journal(internal_fd, self.NAME, f"{INTERNAL_DIR}/{self.NAME}",
-                                         {**header, "schema_type": "catalog"}, on_event, hashing=True, fsync=True)
-        if rec.damaged is None:
-            self._load()
-        else:
-            # The catalog is derived data: a damaged one (set aside by
-            # open_journal) is rebuilt from the manifests beside the segments.
-            for kind, doc in scan_manifests(root):
-                if kind == "seal":
-                    self.add(doc.get("state") == "converted" and "convert" or "seal", doc)
-                else:
-                    self.add("delete", doc["manifest"], doc)
-            on_event("catalog_rebuilt", {"entries": len(self.segments)})
 
-    def _load(self) -> None:
-        try:
-            fd = os.open(self.NAME, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.internal_fd)
-        except FileNotFoundError:
-            return
-        with os.fdopen(fd, "rb") as f:
-            for n, line in enumerate(f):
-                if n == 0 or not line.endswith(b"\n"):
-                    continue
+    def load(self, lines: Iterable[bytes]) -> None:
+        """Apply every whole entry line of a catalog file (its header and a torn last line are skipped,
+        and so is a line that is no entry: ``verify`` reports the damage)."""
+        for n, line in enumerate(lines, 1):
+            if n == 1 or not line.endswith(b"\n"):
+                continue
+            try:
                 entry = msgspec.json.decode(line)
-                self._apply(entry)
-                self.last.append((str(entry.get("op")), str((entry.get("manifest") or {}).get("path"))))
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("manifest"), dict) and "path" in entry["manifest"]:
+                self.apply(entry, n)
+                self.last.append((str(entry.get("op")), str(entry["manifest"]["path"])))
 
-    def _apply(self, entry: dict[str, Any]) -> None:
+    def apply(self, entry: dict[str, Any], line: int = 0) -> None:
+        """Fold one entry (at catalog line ``line``) into the index."""
         op = entry.get("op")
         m = entry.get("manifest", {})
-        self.max_number = max(self.max_number, int(m.get("number") or 0))
+        number = m.get("number")
+        if isinstance(number, int):
+            self.max_number = max(self.max_number, number)
         if op in ("seal", "convert"):
-            self.segments[m["path"]] = Segment(m)
+            self.segments[m["path"]] = Segment(m, line=line)
         elif op == "delete":
-            seg = self.segments.setdefault(m["path"], Segment(m))
+            seg = self.segments.setdefault(m["path"], Segment(m, line=line))
             seg.deleted = entry.get("tombstone", {})
-
-    def add(self, op: str, manifest: dict[str, Any], tombstone: dict[str, Any] | None = None) -> None:
-        """Append one entry durably, then apply it to the index."""
-        # a copy: callers go on changing their manifest (sealed -> converted)
-        entry: dict[str, Any] = {"op": op, "manifest": msgspec.json.decode(msgspec.json.encode(manifest))}
-        if tombstone is not None:
-            entry["tombstone"] = tombstone
-        with self.lock:
-            self.journal.last_seq += 1
-            body = msgspec.json.encode({"seq": self.journal.last_seq, **entry})[:-1]
-            self.journal.append([body])
-            self._apply(entry)
-
-    def next_number(self) -> int:
-        """The catalog number of the next segment to seal (one more than any seen, even if not yet added)."""
-        with self.lock:
-            self.max_number += 1
-            return self.max_number
+            self.deletions[m["path"]] = (line, m)
 
     def search(self, *, schema_type: str | None = None, version: str | None = None, user_id: str | None = None,
                session_id: str | None = None, since: datetime | None = None,
                until: datetime | None = None, include_deleted: bool = False) -> list[Segment]:
         """Sealed segments that may hold matching records, oldest first."""
-        with self.lock:
-            found = [s for s in self.segments.values()
-                     if (include_deleted or s.deleted is None)
-                     and s.matches(schema_type, version, user_id, session_id, since, until)]
+        found = [s for s in self.segments.values()
+                 if (include_deleted or s.deleted is None)
+                 and s.matches(schema_type, version, user_id, session_id, since, until)]
         return sorted(found, key=lambda s: int(s.manifest["first_seq"] or 0))
 
-    def close(self) -> None:
-        self.journal.close()
+
+def read_catalog(root: str | Path) -> CatalogIndex | None:
+    """The catalog of the data root ``root`` replayed, None if it has none."""
+    try:
+        f = open(Path(root) / INTERNAL_DIR / CATALOG_NAME, "rb")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    index = CatalogIndex()
+    with f:
+        index.load(f)
+    return index
+
+
+def sealed_segments(root: str | Path) -> dict[str, dict[str, Any]]:
+    """Journal path -> manifest of each sealed, not deleted segment of ``root`` (empty without a catalog)."""
+    index = read_catalog(root)
+    if index is None:
+        return {}
+    return {path: seg.manifest for path, seg in index.segments.items() if seg.deleted is None}
 
 
 def scan_manifests(root: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -164,34 +151,3 @@ def scan_manifests(root: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
             elif f.endswith(TOMBSTONE_SUFFIX) and not f.startswith("."):
                 with open(os.path.join(dirpath, f), "rb") as fh:
                     yield "delete", msgspec.json.decode(fh.read())
-
-
-def rebuild(root: str | Path, header: dict[str, Any]) -> int:
-    """Write a new catalog from the manifests and tombstones on disk; returns entries written."""
-    root = os.path.realpath(root)
-    root_fd = _durable.open_root(root)
-    internal_fd = _durable.open_dirs(root_fd, [INTERNAL_DIR], INTERNAL_DIR)
-    try:
-        lines: list[bytes] = []
-        n = 0
-        for kind, doc in scan_manifests(root):
-            n += 1
-            if kind == "seal":
-                entry = {"seq": n, "op": "seal", "manifest": doc}
-            else:
-                entry = {"seq": n, "op": "delete", "manifest": doc["manifest"], "tombstone": doc}
-            lines.append(msgspec.json.encode(entry)[:-1])
-        tmp_name = ".catalog.rebuild"
-        _durable.unlink(internal_fd, tmp_name, tmp_name)
-        j = Journal(internal_fd, tmp_name, f"{INTERNAL_DIR}/{tmp_name}", hashing=True, fsync=True)
-        j.open({**header, "schema_type": "catalog", "rebuilt": True})
-        if lines:
-            j.append(lines)
-        j.last_seq = n
-        _durable.close(j.fd)
-        _durable.rename(internal_fd, tmp_name, Catalog.NAME, f"{INTERNAL_DIR}/catalog.jsonl")
-        _durable.unlink(internal_fd, Catalog.NAME + ".head", f"{INTERNAL_DIR}/catalog.jsonl.head")
-        return n
-    finally:
-        _durable.close(internal_fd)
-        _durable.close(root_fd)

@@ -1,4 +1,4 @@
-"""One JSONL journal file: line framing, hash chain, batch append, tail recovery.
+"""One JSONL journal file: batch append, tail recovery, cut-back (the framing and chain are in ``chain``).
 
 Layout (docs/FORMAT.md has the full rules). With hashing on, every line is
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,70 +22,14 @@ from typing import Any
 import msgspec
 
 from . import _durable
+from .chain import FORMAT_VERSION, GENESIS, check_line, read_anchor, read_checkpoint, scan_tail, seal_line
 from ..exceptions import CorruptionError, RecorderError
 
-__all__ = ["Journal", "Recovery", "check_line", "GENESIS", "FORMAT_VERSION"]
+__all__ = ["EventSink", "Journal", "Recovery", "check_line", "seal_line", "open_journal", "GENESIS",
+           "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
-GENESIS = "0" * 64
-_SUFFIX = len(b'"h":"') + 64 + len(b'"}')  # bytes after the hashed prefix
-_COMMIT = b'"commit":true,'
+EventSink = Callable[[str, dict[str, Any]], None]
 _COMMIT_TAIL = b',"commit":true'
-_CHUNK = 1 << 20
-_DEDUP_BATCHES = 4  # whole batches kept in Recovery.tail for the router's de-duplication
-
-
-def _hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def seal_line(body: bytes, prev: str, hashing: bool, commit: bool) -> tuple[bytes, str]:
-    """Close an open JSON object ``body`` (``{...`` with fields) into a line.
-
-    Returns the line (with newline) and its hash ('' when hashing is off).
-    """
-    tail = b',"commit":true' if commit else b""
-    if not hashing:
-        return body + tail + b"}\n", ""
-    prefix = b"".join((body, tail, b',"prev":"', prev.encode(), b'",'))
-    h = _hash(prefix)
-    return b"".join((prefix, b'"h":"', h.encode(), b'"}\n')), h
-
-
-def check_line(line: bytes, hashing: bool) -> tuple[dict[str, Any] | None, str]:
-    """Parse one line (without its newline) and check its own hash.
-
-    Returns (fields, reason): fields is None when the line is bad, and reason
-    says why.
-    """
-    if hashing:
-        if len(line) <= _SUFFIX or not line.endswith(b'"}') or line[-_SUFFIX:-66] != b'"h":"':
-            return None, "line does not end with its hash field"
-        if _hash(line[:-_SUFFIX]).encode() != line[-66:-2]:
-            return None, "line hash mismatch (the line was altered)"
-    try:
-        obj = msgspec.json.decode(line)
-    except (msgspec.DecodeError, UnicodeDecodeError) as e:
-        return None, f"not valid JSON: {e}"
-    if not isinstance(obj, dict):
-        return None, "line is not a JSON object"
-    return obj, ""
-
-
-def _check_chained(line: bytes, prev: bytes) -> tuple[str, bytes]:
-    """Check a line's own hash and its link to ``prev`` from its bytes alone.
-
-    Returns (reason, hash): reason is '' when the line is good.
-    """
-    if len(line) < _SUFFIX + 75 or not line.endswith(b'"}') or line[-_SUFFIX:-66] != b'"h":"':
-        return "line does not end with its hash field", b""
-    prefix = line[:-_SUFFIX]
-    h = _hash(prefix).encode()
-    if h != line[-66:-2]:
-        return "line hash mismatch (the line was altered)", b""
-    if prefix[-75:-2] != b',"prev":"' + prev:
-        return "chain broken: the line before it was removed or replaced", b""
-    return "", h
 
 
 @dataclass
@@ -158,125 +103,24 @@ class Journal:
     def _recover(self, size: int) -> Recovery:
         rfd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
         try:
-            return self._scan_tail(rfd, size)
+            anchor = read_anchor(read_checkpoint(self.name, self.dir_fd), self.label) if self.hashing else None
+            scan = scan_tail(rfd, size, self.hashing, self.label, anchor)
+            rec = Recovery(damaged=scan.damaged, tail=scan.tail)
+            self.records = max(0, scan.lines - 1)
+            if scan.damaged is not None:
+                return rec
+            if scan.head is not None:
+                self.head = str(scan.head.get("h", GENESIS))
+                self.last_seq = int(scan.head.get("seq", 0))
+            if scan.good_end < size:
+                rec.cut_offset = scan.good_end
+                rec.cut_bytes = os.pread(rfd, size - scan.good_end, scan.good_end)
+                if self.keep_cut is not None:
+                    self.keep_cut(scan.good_end, rec.cut_bytes)  # kept first: a crash here loses nothing
+                _durable.truncate(self.fd, scan.good_end, self.label)
+            return rec
         finally:
             os.close(rfd)
-
-    def _scan_tail(self, rfd: int, size: int) -> Recovery:
-        start = max(0, size - _CHUNK)
-        while True:
-            data = os.pread(rfd, size - start, start)
-            lines = data.split(b"\n")
-            partial = lines.pop()  # bytes after the last newline: a torn line or b""
-            offsets, pos = [], start
-            for ln in lines:
-                offsets.append(pos)
-                pos += len(ln) + 1
-            first = 0 if start == 0 else 1  # a chunk's first line may be cut
-            commit_at = -1
-            parsed: list[dict[str, Any] | None] = [None] * len(lines)
-            for i in range(len(lines) - 1, first - 1, -1):
-                obj, _ = check_line(lines[i], self.hashing)
-                parsed[i] = obj
-                if obj is not None and obj.get("commit") is True:
-                    commit_at = i
-                    break
-            # Enough tail for de-duplication too: the last few whole batches
-            # (their acknowledgements may not have left before a crash).
-            if start == 0 or (commit_at >= 0 and data.count(b'"commit":true') > _DEDUP_BATCHES):
-                break
-            start = max(0, start - _CHUNK)
-        rec = Recovery()
-        good_end = offsets[commit_at] + len(lines[commit_at]) + 1 if commit_at >= 0 else 0
-        # Everything up to the last commit was acknowledged: any damage there
-        # (or a checkpoint it no longer matches) sets the file aside.
-        n_committed, bad = self._check_committed(rfd, good_end)
-        self.records = max(0, n_committed - 1)
-        if bad is not None:
-            rec.damaged = bad
-            return rec
-        # Classify what follows the last commit line: only a torn batch may be cut.
-        prev = parsed[commit_at].get("h", "") if commit_at >= 0 else GENESIS  # type: ignore[union-attr]
-        for i in range(commit_at + 1, len(lines)):
-            obj = parsed[i] if parsed[i] is not None else check_line(lines[i], self.hashing)[0]
-            if b"\0" in lines[i]:
-                break  # zero-filled blocks: the tail of an unfinished write
-            if obj is None or (self.hashing and obj.get("prev") != prev):
-                rec.damaged = CorruptionError(
-                    self.label, n_committed + i - commit_at, offsets[i],
-                    "a whole line after the last commit is damaged",
-                )
-                return rec
-            prev = obj.get("h", "")
-        if commit_at >= 0:
-            head_obj = parsed[commit_at]
-            assert head_obj is not None
-            self.head = str(head_obj.get("h", GENESIS))
-            self.last_seq = int(head_obj.get("seq", 0))
-            for i in range(first, commit_at):  # whole lines before the head, for de-duplication
-                if parsed[i] is None:
-                    parsed[i] = check_line(lines[i], self.hashing)[0]
-            rec.tail = [o for o in parsed[first : commit_at + 1] if o is not None]
-        if good_end < size:
-            rec.cut_offset = good_end
-            rec.cut_bytes = os.pread(rfd, size - good_end, good_end)
-            if self.keep_cut is not None:
-                self.keep_cut(good_end, rec.cut_bytes)  # kept first: a crash here loses nothing
-            _durable.truncate(self.fd, good_end, self.label)
-        del partial
-        return rec
-
-    def _check_committed(self, rfd: int, end: int) -> tuple[int, CorruptionError | None]:
-        """Check every line in ``[0, end)`` and the head checkpoint; returns (lines, first problem)."""
-        anchor = self._read_anchor() if self.hashing else None
-        if isinstance(anchor, CorruptionError):
-            return 0, anchor
-
-        prev, n, offset, pos, rest = GENESIS.encode(), 0, 0, 0, b""
-        vouched = anchor is None
-        while pos < end:
-            chunk = os.pread(rfd, min(_CHUNK, end - pos), pos)
-            if not chunk:
-                break
-            pos += len(chunk)
-            parts = (rest + chunk).split(b"\n")
-            rest = parts.pop()
-            for ln in parts:
-                n += 1
-                if n == 1 and self.hashing:
-                    prev = ln[:-_SUFFIX][-66:-2]  # the header continues whatever chain it names
-                reason, h = _check_chained(ln, prev) if self.hashing else (check_line(ln, False)[1], b"")
-                if reason:
-                    return n, CorruptionError(self.label, n, offset, reason)
-                prev = h
-                offset += len(ln) + 1
-                if anchor is not None and offset == anchor[0]:
-                    if h != anchor[1]:
-                        return n, CorruptionError(self.label, n, offset - len(ln) - 1,
-                                                  "the line the head checkpoint vouches for was changed")
-                    vouched = True
-        if not vouched:
-            assert anchor is not None
-            return n, CorruptionError(self.label, n + 1, offset,
-                                      f"the head checkpoint vouches for {anchor[0]} bytes but the committed "
-                                      f"lines end at byte {offset}: lines were removed")
-        return n, None
-
-    def _read_anchor(self) -> tuple[int, bytes] | CorruptionError | None:
-        """The (size, head) that the ``.head`` checkpoint beside the file vouches for, if any."""
-        try:
-            fd = os.open(self.name + ".head", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
-        except FileNotFoundError:
-            return None
-        try:
-            data = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        try:
-            obj = msgspec.json.decode(data)
-            return int(obj["size"]), str(obj["head"]).encode()
-        except (msgspec.DecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
-            return CorruptionError(self.label + ".head", 1, 0, "head checkpoint is unreadable")
 
     # -- appending -----------------------------------------------------
     def append(self, bodies: list[bytes]) -> None:
@@ -294,18 +138,36 @@ class Journal:
             raise
 
     def rollback(self) -> None:
-        """Cut the file back to its last synced size through a new descriptor.
+        """Cut the file back to its last synced size (``cut_back``): the next batch chains from the old head."""
+        self.cut_back()
+
+    def cut_back(self, size: int | None = None, *, close: bool = False) -> None:
+        """Cut the file back to ``size`` bytes (default: its last synced size) through a new descriptor, durably.
 
         After a failed write or fdatasync what the file holds past that point
         is unknown (and the page cache may lie after EIO); it was never
-        acknowledged, so it goes, and the next batch chains from the old head.
+        acknowledged, so it goes. The unsynced batch is forgotten. Cut to its
+        last synced size the journal goes on from its old head; cut further
+        back (part of a batch was synced), or with ``close``, its descriptor
+        is closed without a checkpoint, and reopening recovers the file.
         """
-        self._pending = None
-        fd = os.open(self.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+        target = self.synced_size if size is None else size
+        self._pending = None  # head, size and records only ever advance once a batch is synced
         try:
-            _durable.truncate(fd, self.synced_size, self.label)
+            fd = os.open(self.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+            try:
+                _durable.truncate(fd, target, self.label)
+            finally:
+                _durable.close(fd)
         finally:
-            os.close(fd)
+            if (close or target != self.synced_size) and self.fd >= 0:
+                _durable.close(self.fd)
+                self.fd = -1
+
+    @property
+    def pending(self) -> bool:
+        """True while a batch is written but not yet synced (``write`` done, ``sync`` not)."""
+        return self._pending is not None
 
     def write(self, bodies: list[bytes]) -> None:
         """The first half of ``append``: chain and write the batch, not yet synced.
@@ -359,3 +221,27 @@ class Journal:
         finally:
             _durable.close(self.fd)
             self.fd = -1
+
+
+def open_journal(dir_fd: int, name: str, rel: str, header: dict[str, Any], on_event: EventSink, *,
+                 hashing: bool, fsync: bool, prev_head: str = GENESIS) -> tuple[Journal, Recovery]:
+    """Open a journal, recovering its tail; a damaged file is set aside read-only.
+
+    What recovery cut and what was set aside are reported through ``on_event``
+    (the cut bytes with them, so they are kept, never silently deleted).
+    """
+    def keep(offset: int, data: bytes) -> None:
+        on_event("torn_tail_cut", {"path": rel, "offset": offset, "bytes": len(data), "data": data})
+
+    j = Journal(dir_fd, name, rel, hashing=hashing, fsync=fsync)
+    rec = j.open(header, prev_head, keep_cut=keep)
+    if rec.damaged is not None:
+        _durable.close(j.fd)
+        aside = f"{name}.damaged-{time.time_ns()}"
+        _durable.rename(dir_fd, name, aside, rel, read_only=True)
+        on_event("file_set_aside", {"path": rel, "moved_to": aside, "offset": rec.damaged.offset,
+                                    "line": rec.damaged.line, "reason": rec.damaged.reason})
+        j = Journal(dir_fd, name, rel, hashing=hashing, fsync=fsync)
+        rec2 = j.open({**header, "follows_damaged": aside}, prev_head)
+        rec = Recovery(damaged=rec.damaged, tail=rec2.tail)
+    return j, rec

@@ -25,7 +25,8 @@ from . import INTERNAL_DIR, _durable, formats
 from .._env import iso_ns
 from ._segfiles import manifest_of
 from ._trail import logged
-from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, Catalog
+from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
+from .catalog_log import Catalog
 from ..exceptions import CorruptionError
 from ..schema.registry import Registry
 

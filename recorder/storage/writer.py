@@ -16,10 +16,10 @@ from ._active import ActiveFiles
 from ._fsync_pool import SyncPool
 from ._rotation import Rotation
 from ._routing import Routes
-from ._segfiles import EventSink, has_manifest, open_journal, recent_time, sealed_tail, segment_counts
+from ._segfiles import EventSink, has_manifest, recent_time, sealed_tail, segment_counts
 from ._trail import logged
 from ..exceptions import DurabilityError, RecorderError, StorageFull, Unwritable
-from .journal import GENESIS, Journal, Recovery
+from .journal import GENESIS, Journal, Recovery, open_journal
 from ..schema.registry import TypeSpec
 from ..schema.accept import Accepted
 from ..schema.validation import safe_json
@@ -229,7 +229,7 @@ class TypeWriter:
         try:
             for g in groups.values():
                 self._write_isolated(g, touched, filled, moved, refused, now)
-            pending = [t.journal for t in touched if t.journal._pending is not None]
+            pending = [t.journal for t in touched if t.journal.pending]
             if len(pending) == 1:
                 pending[0].sync()
             elif pending:
@@ -434,22 +434,19 @@ class TypeWriter:
         return n
 
     def _cut_back(self, rel: str, j: Journal, size: int) -> None:
-        # What was written since the last good fdatasync is unknown (and on EIO
-        # the page cache may lie), so cut it off through a new descriptor and
-        # reopen; the failed batch was never acknowledged.
+        """Cut a journal a failed batch touched back to ``size`` and drop it: the next batch reopens it.
+
+        The failed batch was never acknowledged; what it wrote past ``size``
+        is unknown (``Journal.cut_back``), so the file is recovered anew.
+        """
         if j.fd < 0:
             return
-        j._pending = None
         self.open.pop(rel, None)
         self.info.pop(rel, None)
-        _durable.close(j.fd)
-        fd = os.open(j.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=j.dir_fd)
         try:
-            _durable.truncate(fd, size, rel)
+            j.cut_back(size, close=True)
         finally:
-            _durable.close(fd)
-        _durable.close(j.dir_fd)
-        j.fd = -1
+            _durable.close(j.dir_fd)
 
     def _close(self, j: Journal) -> None:
         try:

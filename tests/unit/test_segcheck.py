@@ -11,7 +11,7 @@ import pytest
 
 from recorder import Store, verify
 from recorder.reading._segcheck import _parquet_rows, check_segments
-from recorder.storage.catalog import rebuild
+from recorder.storage.catalog_log import rebuild
 from recorder.reading.reader import Problem
 from recorder.testing import sample_message
 

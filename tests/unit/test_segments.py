@@ -17,7 +17,7 @@ from segment_support import SESSION, catalog_state, lines_of, manifest, manifest
 
 from recorder import Store, a3cp, read
 from recorder.reading._segcheck import check_segments
-from recorder.storage.catalog import rebuild
+from recorder.storage.catalog_log import rebuild
 from recorder.storage.formats import parquet
 from recorder.storage.journal import GENESIS
 from recorder.testing import sample_audit, sample_message, sample_raw_action, timestamp
