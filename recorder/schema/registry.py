@@ -14,7 +14,12 @@ from ._paths import Template, can_collide, check_identifier
 from .config import Config, TypeConfig
 from ..exceptions import ConfigError, UnknownSchemaError, ValidationError
 
-__all__ = ["Registry", "TypeSpec", "parse_version"]
+__all__ = ["JOURNAL_FORMAT", "Registry", "TypeSpec", "parse_version"]
+
+#: The format every segment is first written in (its journal). A type of
+#: another format has each sealed segment converted into a file of its own,
+#: named for the format (``recorder.storage.formats``): ``<stem>.<format>``.
+JOURNAL_FORMAT = "jsonl"
 
 
 _VERSION = re.compile(r"(0|[1-9][0-9]{0,5})(\.(0|[1-9][0-9]{0,5})){0,2}", re.ASCII)
@@ -70,10 +75,10 @@ def _check_default(version: str, accepted: tuple[tuple[int, ...], ...], source: 
         raise ConfigError(source, key, f"{version} is not accepted by versions")
 
 
-def _journal_pattern(tokens: list[str]) -> list[str]:
-    """A template's pattern with a ``.parquet`` ending read as the ``.jsonl`` journal it starts as."""
-    text = "".join(tokens)
-    return tokens[: -len(".parquet")] + list(".jsonl") if text.endswith(".parquet") else tokens
+def _journal_pattern(tokens: list[str], fmt: str) -> list[str]:
+    """A template's pattern with its format's ending read as the journal it starts as (``.parquet`` -> ``.jsonl``)."""
+    ext = "." + fmt
+    return tokens[: -len(ext)] + list("." + JOURNAL_FORMAT) if "".join(tokens).endswith(ext) else tokens
 
 
 def _needles(words: list[str], close: bool) -> tuple[bytes, ...]:
@@ -168,7 +173,7 @@ class Registry:
                 template = Template.parse(tc.path)
             except ValueError as e:
                 raise ConfigError(src, f"{key}.path", str(e)) from e
-            ext = ".parquet" if tc.format == "parquet" else ".jsonl"
+            ext = "." + tc.format  # a format's files are named for it
             if not template.text.endswith(ext):
                 raise ConfigError(src, f"{key}.path", f"a {tc.format} type's path must end with '{ext}'")
             segmented = "segment" in template.fields
@@ -179,7 +184,7 @@ class Registry:
                 raise ConfigError(src, f"{key}.path",
                                   "{segment} must be the last placeholder, with no digits after it")
             wants = [k for k in ("rotate_bytes", "rotate_records", "rotate_age_s", "session_idle_s")
-                     if getattr(tc, k)] + (["format = 'parquet'"] if tc.format == "parquet" else [])
+                     if getattr(tc, k)] + ([f"format = {tc.format!r}"] if tc.format != JOURNAL_FORMAT else [])
             if wants and not segmented:
                 raise ConfigError(src, f"{key}.path", f"{wants[0]} needs a {{segment}} placeholder in the path")
             try:
@@ -216,7 +221,8 @@ class Registry:
             for b in names[i + 1 :]:
                 pa = specs[a].template.pattern(a)
                 pb = specs[b].template.pattern(b)
-                ja, jb = _journal_pattern(pa), _journal_pattern(pb)  # a parquet type journals first
+                # a type of another format journals first
+                ja, jb = _journal_pattern(pa, specs[a].config.format), _journal_pattern(pb, specs[b].config.format)
                 if can_collide(pa, pb) or can_collide(ja, jb):
                     raise ConfigError(
                         src,

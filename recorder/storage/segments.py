@@ -1,9 +1,10 @@
 """Sealed segments: manifests, Parquet publication, retention, off the ack path.
 
 A writer seals a segment by closing it and handing it to the Sealer thread;
-the Sealer writes the manifest, records it in the catalog, converts
-parquet-format segments (temp file, fsync, rename, dir fsync; the journal is
-removed only after that), and deletes old segments per retention policy.
+the Sealer writes the manifest, records it in the catalog, converts the
+segments of a format other than the journal's (``recorder.storage.formats``
+encodes; here: temp file, fsync, rename, dir fsync; the journal is removed
+only after that), and deletes old segments per retention policy.
 Every step is redone from what is on disk if a crash cuts it short.
 """
 
@@ -20,22 +21,18 @@ from typing import Any
 
 import msgspec
 
-from . import INTERNAL_DIR, _durable
+from . import INTERNAL_DIR, _durable, formats
 from .._env import iso_ns
 from ._segfiles import manifest_of
 from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
 from .catalog_log import Catalog
+from ..exceptions import CorruptionError
 from ..schema.registry import Registry
 
-__all__ = ["Sealer", "Usage", "build_manifest", "stem_of", "MANIFEST_VERSION"]
+__all__ = ["Sealer", "Usage", "build_manifest", "MANIFEST_VERSION"]
 
 MANIFEST_VERSION = 1
-
-
-def stem_of(rel: str) -> str:
-    """``a/b/x_001.jsonl`` -> ``a/b/x_001`` (the name every sibling file shares)."""
-    return rel[: -len(".jsonl")] if rel.endswith(".jsonl") else rel.rsplit(".", 1)[0]
 
 
 def _read_file(dir_fd: int, name: str) -> bytes:
@@ -279,7 +276,7 @@ class Sealer(threading.Thread):
         dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
         try:
             _durable.sweep_temp(dir_fd)  # a Parquet file a crash left half-written, never published
-            stem = name[: -len(".jsonl")]
+            stem = formats.stem(name)
             mname = stem + MANIFEST_SUFFIX
             manifest = self._load(dir_fd, mname)
             if manifest is None:
@@ -288,8 +285,9 @@ class Sealer(threading.Thread):
                                           self.catalog.next_number())
                 _durable.write_new(dir_fd, mname, msgspec.json.encode(manifest), mname)
             self._catalog_has(manifest)  # a crash may have come between the manifest and its entry
-            if spec.config.format == "parquet" and manifest["state"] == "sealed":
-                self._convert(dir_fd, name, stem, rel, manifest, spec.model_for)
+            fmt = formats.get(spec.config.format)
+            if fmt.pending(manifest):
+                self._convert(dir_fd, name, stem, rel, manifest, fmt, spec.model_for)
             if manifest["state"] == "converted" and not spec.config.keep_journal:
                 if _exists(dir_fd, name):
                     self.usage.add(schema_type, -manifest["bytes"])
@@ -312,20 +310,23 @@ class Sealer(threading.Thread):
             return None
 
     def _convert(self, dir_fd: int, name: str, stem: str, rel: str, manifest: dict[str, Any],
-                 model_for: Callable[[str], Any]) -> None:
-        from .formats import parquet
-
+                 fmt: formats.Format, model_for: Callable[[str], Any]) -> None:
+        """Write the segment's data file of format ``fmt`` (whole or not at all), then its manifest."""
         data = _read_file(dir_fd, name)
         if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
-            raise RuntimeError(f"{rel}: journal changed since it was sealed; not converting")
-        table = parquet.to_table([line for line in data.split(b"\n")[1:] if line], model_for)
-        pname = stem + ".parquet"
-        digest = parquet.write(dir_fd, pname, table, rel[: -len(".jsonl")] + ".parquet")
-        size = os.stat(pname, dir_fd=dir_fd, follow_symlinks=False).st_size
+            raise CorruptionError(rel, 1, 0, "journal changed since it was sealed (its sha256 is not the "
+                                             "manifest's); not converting")
+        encoded = fmt.encode(formats.record_lines(data), model_for)
+        if encoded is None:
+            return  # the journal is the data file: nothing to convert
+        dname = fmt.data_name(stem)
+        drel = fmt.data_name(formats.stem(rel))
+        digests: list[str] = []
+        _durable.publish(dir_fd, dname, lambda f: digests.append(encoded.write(f)), drel)
+        size = os.stat(dname, dir_fd=dir_fd, follow_symlinks=False).st_size
         self.usage.add(manifest["schema_type"], size)
         manifest["state"] = "converted"
-        manifest["parquet"] = {"path": rel[: -len(".jsonl")] + ".parquet", "sha256": digest,
-                               "rows": table.num_rows, "bytes": size}
+        manifest[fmt.name] = {"path": drel, "sha256": digests[0], "rows": encoded.rows, "bytes": size}
         manifest["journal_kept"] = bool(self.registry.get(manifest["schema_type"]).config.keep_journal)
         mname = stem + MANIFEST_SUFFIX
         _durable.write_new(dir_fd, mname, msgspec.json.encode(manifest), mname)
@@ -342,8 +343,7 @@ class Sealer(threading.Thread):
             cutoff = iso_ns(int((now - keep) * 1e9))
             for seg in self.catalog.search(schema_type=name):
                 m = seg.manifest
-                if ((m["last_received"] or "") < cutoff and not (m["format"] == "parquet" and m["state"] != "converted")
-                        and not self.keep(m)):
+                if (m["last_received"] or "") < cutoff and not formats.of(m).pending(m) and not self.keep(m):
                     self.delete(m, f"retention: older than types.{name}.retention_s = {keep:g}")
                     n += 1
         return n
@@ -352,20 +352,21 @@ class Sealer(threading.Thread):
         """Delete one sealed segment's data, leaving a tombstone; returns bytes freed."""
         rel = manifest["path"]
         *dirs, name = rel.split("/")
-        stem = name[: -len(".jsonl")]
+        stem = formats.stem(name)
+        data = formats.of(manifest).data_name(stem)  # the journal itself for a JSONL segment
         dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
         freed = 0
         try:
             tomb = {"manifest": manifest, "reason": reason, "deleted_at": iso_ns(time.time_ns())}
             _durable.write_new(dir_fd, stem + TOMBSTONE_SUFFIX, msgspec.json.encode(tomb), rel)
             counted = 0  # bytes storage usage counts: the data files only
-            for victim in (stem + ".parquet", name, name + ".head", stem + MANIFEST_SUFFIX):
+            for victim in dict.fromkeys((data, name, name + ".head", stem + MANIFEST_SUFFIX)):
                 try:
                     size = os.stat(victim, dir_fd=dir_fd, follow_symlinks=False).st_size
                 except FileNotFoundError:
                     continue
                 freed += size
-                counted += size if victim in (stem + ".parquet", name) else 0
+                counted += size if victim in (data, name) else 0
                 _durable.unlink(dir_fd, victim, rel)
             self.catalog.add("delete", manifest, tomb)
         finally:

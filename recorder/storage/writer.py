@@ -5,23 +5,19 @@ from __future__ import annotations
 import os
 import queue
 import time
-
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from . import _durable
 from .._env import iso_ns
-from ..schema._paths import date_fields
-from ._segfiles import (EventSink, has_manifest, read_all, recent_time, sealed_tail, segment_counts,
-                        stored_head)
-from ._split import fitting
+from ._active import ActiveFiles
+from ._fsync_pool import SyncPool
+from ._rotation import Rotation
+from ._routing import Routes
+from ._segfiles import EventSink, has_manifest, recent_time, sealed_tail, segment_counts
 from ._trail import logged
-from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
 from ..exceptions import DurabilityError, RecorderError, StorageFull, Unwritable
 from .journal import GENESIS, Journal, Recovery, open_journal
 from ..schema.registry import TypeSpec
@@ -61,16 +57,6 @@ def _unlinked(fd: int) -> bool:
     return os.fstat(fd).st_nlink == 0
 
 
-class _Marker:
-    """Stands in for the segment number, so a stream's files share one key."""
-
-    def __format__(self, spec: str) -> str:
-        return "\0"
-
-
-_SEG = _Marker()
-_RECENT = 4  # sealed segments always kept for restart de-duplication ...
-_RECENT_S = 120.0  # ... and every one sealed within this many seconds (across all streams)
 RETRY_UNWRITABLE_S = 5.0  # an unwritable destination is tried again after this long
 
 
@@ -110,9 +96,11 @@ class TypeWriter:
     """Appends entries of one schema type to the segment files its template names.
 
     Not thread-safe by design: one writer per type, driven by one thread, so
-    the append order is the order of ``write`` calls. A *stream* is the
-    template filled with everything but ``{segment}``; its segments are
-    numbered from 0 and each one's header continues the previous one's chain.
+    the append order is the order of ``write`` calls. Where a record goes is
+    ``Routes``' job, which segment of its stream and when to move on
+    ``Rotation``'s, which files to reopen at start ``ActiveFiles``', and
+    syncing a batch's files together ``SyncPool``'s; this class keeps the
+    open journals and makes a batch all or nothing.
     """
 
     def __init__(self, spec: TypeSpec, root_fd: int, header: dict[str, Any],
@@ -130,43 +118,20 @@ class TypeWriter:
         self.usage = usage
         self.open: OrderedDict[str, Journal] = OrderedDict()
         self.info: dict[str, _Open] = {}
-        self.current: dict[str, int] = {}  # stream -> segment being written
-        self.prev_heads: dict[str, tuple[int, str]] = {}  # stream -> (segment, chain head) of its last closed one
         self.recovered: dict[str, Recovery] = {}
         self.finished: queue.SimpleQueue[str] = queue.SimpleQueue()  # filled by the sealer
-        self._pool: ThreadPoolExecutor | None = None
-        self._streams: dict[tuple[Any, ...], str] = {}  # path values -> stream (rendered template)
-        self._recent: list[tuple[str, float]] = []  # (sealed segment, wall time) kept for de-duplication
         self._counted: dict[str, int] = {}  # journal -> bytes already added to storage usage
         self._swept: set[str] = set()  # directories cleared of stale temp files since start
         self._pinned: set[str] = set()  # journals the batch being written uses: never evicted meanwhile
         #: stream -> (monotonic time to try again, the error) of destinations that could not be written
         self.unwritable: dict[str, tuple[float, Unwritable]] = {}
         self.unwritable_refused = 0  # records refused because their destination could not be written
-        cfg = spec.config
-        self.rotating = "segment" in spec.template.fields
-        self._dated = bool(spec.template.fields & {"date", "year", "month", "day", "hour"})
-        self.rotate_bytes, self.rotate_records = cfg.rotate_bytes, cfg.rotate_records
-        self.rotate_age, self.idle = cfg.rotate_age_s, cfg.session_idle_s
-        # Files that may hold a torn tail or unacknowledged lines after a
-        # crash ("open"), or that still await their manifest or Parquet file
-        # ("sealing"): reopened or resubmitted at start, kept in a state file.
-        self.state_fd = state_fd
-        self.state_name = f"active-{spec.name}.json"
-        self.active: dict[str, str] = {}
-        try:
-            fd = os.open(self.state_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=state_fd)
-            try:
-                doc = msgspec.json.decode(read_all(fd))
-            finally:
-                os.close(fd)
-            self.active = {r: "open" for r in doc} if isinstance(doc, list) else dict(doc)
-        except FileNotFoundError:
-            pass
-
-    def _save_active(self) -> None:
-        _durable.write_new(self.state_fd, self.state_name, msgspec.json.encode(dict(sorted(self.active.items()))),
-                           self.state_name)
+        self.state = ActiveFiles(state_fd, spec.name)
+        self.active = self.state.files  # journal path -> "open", "sealing" or "recent <time>"
+        self.routes = Routes(spec)
+        self.rotating = self.routes.rotating
+        self.rotation = Rotation(spec, self.routes, root_fd, self.state)
+        self._syncer = SyncPool(spec.name, spec.fsync)
 
     def reopen_active(self) -> list[dict[str, Any]]:
         """Reopen files active before the last stop, resubmit unfinished seals; returns last whole lines.
@@ -178,14 +143,15 @@ class TypeWriter:
         its next record would otherwise pass a limit or go nowhere.
         """
         tail: list[dict[str, Any]] = []
+        current = self.rotation.current
         if self.seal_fn is not None:
             resubmit = [rel for rel, state in sorted(self.active.items()) if state == "sealing"
                         or (state == "open" and self.rotating and has_manifest(self.root_fd, rel))]
             have = logged(self.root_fd, "segment_sealed", resubmit) if resubmit else set()
             for rel in resubmit:
                 self.active[rel] = "sealing"  # sealed, though the state file may not have said so before a crash
-                stream, segment = self._parse(rel)
-                self.current[stream] = max(self.current.get(stream, 0), segment + 1)
+                stream, segment = self.routes.parse(rel)
+                self.rotation.advance(stream, segment)
                 if rel not in have:
                     self.on_event("segment_sealed", {"path": rel, **segment_counts(self.root_fd, rel),
                                                      "segment": segment, "recovered": True})
@@ -194,12 +160,12 @@ class TypeWriter:
             if state == "sealing" or state.startswith("recent"):
                 tail.extend(sealed_tail(self.root_fd, rel))
                 if state.startswith("recent"):
-                    self._recent.append((rel, recent_time(state)))
-        self._recent.sort(key=lambda r: r[1])
+                    self.state.recent.append((rel, recent_time(state)))
+        self.state.recent.sort(key=lambda r: r[1])
         opened = [r for r, st in sorted(self.active.items()) if st == "open"][-self.max_open:]
         for rel in opened:
-            stream, segment = self._parse(rel)
-            self.current[stream] = max(self.current.get(stream, 0), segment)
+            stream, segment = self.routes.parse(rel)
+            current[stream] = max(current.get(stream, 0), segment)
             self.journal(rel, stream, segment, {})
             tail.extend(self.recovered[rel].tail)
         if self.rotating:
@@ -207,96 +173,17 @@ class TypeWriter:
             for rel in opened:
                 j, info = self.open.get(rel), self.info.get(rel)
                 if j is not None and info is not None and j.records and (
-                        info.segment < self.current.get(info.stream, 0) or self._full(j, info, now)):
+                        info.segment < current.get(info.stream, 0) or self.rotation.full(j, info.opened, now)):
                     self._try_seal(rel)
         return tail
 
-    def _parse(self, rel: str) -> tuple[str, int]:
-        """(stream, segment) of a journal path written by this writer.
-
-        The segment number is the last run of digits in the file name, so a
-        template must not put digits after ``{segment}``.
-        """
-        if not self.rotating:
-            return rel, 0
-        d, _, name = rel.rpartition("/")
-        end = len(name)
-        while end > 0 and not name[end - 1].isdigit():
-            end -= 1
-        start = end
-        while start > 0 and name[start - 1].isdigit():
-            start -= 1
-        ext = self.spec.template.text.rsplit(".", 1)[1]
-        rest = name[end:].rsplit(".", 1)[0] + "." + ext
-        return (d + "/" if d else "") + name[:start] + "\0" + rest, int(name[start:end] or 0)
-
-    # -- where a record goes ---------------------------------------------------
-    def _values(self, entry: Entry) -> dict[str, Any]:
-        if not self._dated:
-            return entry.accepted.path_values  # shared by a stream's records: never changed
-        values: dict[str, Any] = dict(entry.accepted.path_values)
-        values.update(date_fields(entry.received_ns))
-        return values
-
     def route(self, entry: Entry) -> tuple[str, str, dict[str, Any]]:
         """(stream, journal path, values) for ``entry``."""
-        values = self._values(entry)
-        key = tuple(values.values())
-        stream = self._streams.get(key)
-        if stream is None:
-            # rendering a template costs more than the rest of routing: once per stream
-            if len(self._streams) > 4096:
-                self._streams.clear()
-            if self.rotating:
-                stream = self.spec.template.text.format_map({**values, "segment": _SEG})
-            else:
-                stream = self.spec.template.render({**values, "segment": 0})
-            self._streams[key] = stream
+        values = self.routes.values(entry.accepted.path_values, entry.received_ns)
+        stream = self.routes.stream(values)
         if not self.rotating:
             return stream, stream, values
-        seg = self.current.get(stream)
-        if seg is None:
-            seg = self._find_segment(stream)
-            self.current[stream] = seg
-        return stream, self._journal_rel(stream, seg), values
-
-    def _journal_rel(self, stream: str, seg: int) -> str:
-        final = stream.replace("\0", self._seg_text(seg))
-        return final if final.endswith(".jsonl") else final.rsplit(".", 1)[0] + ".jsonl"
-
-    def _seg_text(self, seg: int) -> str:
-        spec = self.spec.template.text.split("{segment", 1)[1].split("}", 1)[0].lstrip(":")
-        return format(seg, spec or "d")
-
-    def _find_segment(self, stream: str) -> int:
-        """The segment to write for a stream seen for the first time since start."""
-        d, _, name = stream.rpartition("/")
-        pre, post = name.split("\0", 1)
-        stem_post = post.rsplit(".", 1)[0]
-        try:
-            dir_fd = _durable.open_dirs(self.root_fd, d.split("/") if d else [], d)
-        except StorageFull:
-            raise
-        try:
-            names = os.listdir(dir_fd)
-        finally:
-            _durable.close(dir_fd)
-        best = -1
-        for n in names:
-            if n.startswith(pre) and n[len(pre):len(pre) + 1].isdigit():
-                rest = n[len(pre):]
-                k = 0
-                while k < len(rest) and rest[k].isdigit():
-                    k += 1
-                if rest[k:].startswith(stem_post):
-                    best = max(best, int(rest[:k]))
-        if best < 0:
-            return 0
-        stem = (d + "/" if d else "") + pre + self._seg_text(best) + stem_post
-        sealed = any(n == stem.rsplit("/", 1)[-1] + suffix for n in names
-                     for suffix in (MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, ".parquet"))
-        sealing = self.active.get(stem + ".jsonl") == "sealing"
-        return best + 1 if sealed or sealing else best
+        return stream, self.routes.journal_rel(stream, self.rotation.segment(stream)), values
 
     # -- appending -------------------------------------------------------------
     def write(self, entries: list[Entry]) -> dict[int, Unwritable]:
@@ -320,7 +207,7 @@ class TypeWriter:
             DurabilityError: a write or sync failed; that batch is cut back.
         """
         if not self.finished.empty():
-            self._drain_finished()
+            self.state.drain(self.finished)
         groups: dict[str, _Group] = {}  # stream -> its lines of this batch
         size = 0
         for e in entries:
@@ -342,11 +229,11 @@ class TypeWriter:
         try:
             for g in groups.values():
                 self._write_isolated(g, touched, filled, moved, refused, now)
-            pending = [t.journal for t in touched if t.journal._pending is not None]
+            pending = [t.journal for t in touched if t.journal.pending]
             if len(pending) == 1:
                 pending[0].sync()
             elif pending:
-                self._sync_all(pending)
+                self._syncer.sync_all(pending)
         except (StorageFull, DurabilityError):
             # All or nothing: a batch is acknowledged as a whole, so every file
             # it touched goes back to where it was before it; a segment the
@@ -355,7 +242,7 @@ class TypeWriter:
             for t in touched:
                 self._cut_back(t.rel, t.journal, t.before)
             for stream, seg, head in reversed(moved):
-                self._restore(stream, seg, head)
+                self.rotation.restore(stream, seg, head)
             raise
         finally:
             self._pinned.clear()
@@ -367,8 +254,8 @@ class TypeWriter:
             self._count(t.rel, t.journal)
             self.info[t.rel].last_append = now
         for t in touched:
-            if t.rel in self.info and (t.rel in filled or (self.rotating and self._full(t.journal, self.info[t.rel],
-                                                                                        now))):
+            if t.rel in self.info and (t.rel in filled or (
+                    self.rotating and self.rotation.full(t.journal, self.info[t.rel].opened, now))):
                 self._try_seal(t.rel)
         return refused
 
@@ -387,7 +274,7 @@ class TypeWriter:
             for t in touched[marks[0]:]:
                 self._cut_back(t.rel, t.journal, t.before)
             for stream, seg, head in reversed(moved[marks[2]:]):
-                self._restore(stream, seg, head)
+                self.rotation.restore(stream, seg, head)
             del touched[marks[0]:], filled[marks[1]:], moved[marks[2]:]
             self.unwritable[g.stream] = (now + RETRY_UNWRITABLE_S, e)
             self.unwritable_refused += len(g.seqs)
@@ -410,7 +297,7 @@ class TypeWriter:
         _durable.close(t.journal.fd)
         _durable.close(t.journal.dir_fd)
         t.journal.fd = -1
-        self._save_active()
+        self.state.save()
         self.on_event("destination_unwritable", {"path": t.rel, "error": str(err), "records": len(t.seqs),
                                                  "retry_s": 0})
 
@@ -420,18 +307,17 @@ class TypeWriter:
         i, n = 0, len(g.bodies)
         chained = False  # the segment below was started after an earlier part of this batch
         while i < n:
-            seg = self.current.get(g.stream, 0)
-            rel = self._journal_rel(g.stream, seg) if self.rotating else g.stream
+            seg = self.rotation.current.get(g.stream, 0)
+            rel = self.routes.journal_rel(g.stream, seg) if self.rotating else g.stream
             j = self.journal(rel, g.stream, seg, g.values)
             self._pinned.add(rel)
             k = n - i
             if self.rotating:
-                k = fitting(g.bodies, i, j.records, j.size, self.rotate_records, self.rotate_bytes,
-                            self.spec.hashing)
+                k = self.rotation.fitting(g.bodies, i, j)
                 if k == 0:  # full from earlier batches, which are durable: seal it, go on in the next
                     self._pinned.discard(rel)
                     self._try_seal(rel)
-                    self.current[g.stream] = max(self.current.get(g.stream, 0), seg + 1)
+                    self.rotation.advance(g.stream, seg)
                     continue
             touched.append(_Touched(rel, j, 0 if chained and not j.records else j.size, g.seqs[i + k - 1],
                                     g.seqs[i:i + k]))
@@ -441,20 +327,7 @@ class TypeWriter:
                 chained = True
                 j.sync()
                 filled.append(rel)
-                moved.append((g.stream, self.current.get(g.stream), self.prev_heads.get(g.stream)))
-                self.prev_heads[g.stream] = (seg, j.head)
-                self.current[g.stream] = seg + 1
-
-    def _restore(self, stream: str, seg: int | None, head: tuple[int, str] | None) -> None:
-        """Put a stream's current segment and last head back to what they were before a failed batch."""
-        if seg is None:
-            self.current.pop(stream, None)
-        else:
-            self.current[stream] = seg
-        if head is None:
-            self.prev_heads.pop(stream, None)
-        else:
-            self.prev_heads[stream] = head
+                moved.append(self.rotation.move_on(g.stream, seg, j.head))
 
     def _try_seal(self, rel: str) -> None:
         """Seal after a batch is durable: a failure is reported, never a refusal of stored records."""
@@ -468,24 +341,6 @@ class TypeWriter:
         if self.usage is not None:
             self.usage(self.spec.name, j.size - self._counted.get(rel, 0))
         self._counted[rel] = j.size
-
-    def _sync_all(self, journals: list[Journal]) -> None:
-        """fdatasync every file of a batch; several at once, since the disk overlaps them."""
-        if len(journals) == 1 or not self.spec.fsync:
-            for j in journals:
-                j.sync()
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"sync-{self.spec.name}")
-        errors = [f.exception() for f in [self._pool.submit(j.sync) for j in journals]]
-        for e in errors:
-            if e is not None:
-                raise e
-
-    def _full(self, j: Journal, info: _Open, now: float) -> bool:
-        return bool((self.rotate_bytes and j.size >= self.rotate_bytes)
-                    or (self.rotate_records and j.records >= self.rotate_records)
-                    or (self.rotate_age and j.records and now - info.opened >= self.rotate_age))
 
     def journal(self, rel: str, stream: str | None = None, segment: int = 0,
                 values: dict[str, Any] | None = None) -> Journal:
@@ -505,9 +360,7 @@ class TypeWriter:
             self._close(old)
             self.info.pop(old_rel, None)
             if old_rel in self.active:  # closed, not sealed: its tail still matters for de-duplication
-                now = time.time()
-                self.active[old_rel] = f"recent {now:.3f}"
-                self._recent.append((old_rel, now))
+                self.state.to_recent(old_rel)
         stream = stream or rel
         *dirs, name = rel.split("/")
         dir_fd = _durable.open_dirs(self.root_fd, dirs, rel)
@@ -515,7 +368,7 @@ class TypeWriter:
         if d not in self._swept:  # a checkpoint a crash interrupted left its hidden temp file here
             self._swept.add(d)
             _durable.sweep_temp(dir_fd)
-        prev = self._prev_head(stream, segment, dir_fd, name) if self.rotating and segment > 0 else GENESIS
+        prev = self.rotation.prev_head(stream, segment, dir_fd, self.open) if self.rotating and segment > 0 else GENESIS
         header = {**self.header, "schema_type": self.spec.name, "path": rel,
                   "hash": self.spec.config.hash, "created": iso_ns(time.time_ns())}
         if self.rotating:
@@ -529,19 +382,8 @@ class TypeWriter:
         self.info[rel] = _Open(stream, segment, values or {}, now, now)
         if self.active.get(rel) != "open":
             self.active[rel] = "open"
-            self._save_active()
+            self.state.save()
         return j
-
-    def _prev_head(self, stream: str, segment: int, dir_fd: int, name: str) -> str:
-        """The chain head of the stream's previous segment: from memory, its open journal, or its files."""
-        known = self.prev_heads.get(stream)
-        if known is not None and known[0] == segment - 1:
-            return known[1]
-        prev_rel = self._journal_rel(stream, segment - 1)
-        j = self.open.get(prev_rel)
-        if j is not None:
-            return j.head  # still open (reopened at start): its recovered head, newer than any checkpoint
-        return stored_head(dir_fd, prev_rel.rsplit("/", 1)[-1][: -len(".jsonl")]) or GENESIS
 
     # -- sealing ---------------------------------------------------------------
     def seal(self, rel: str) -> None:
@@ -554,50 +396,25 @@ class TypeWriter:
             self._close(j)  # closes even when its checkpoint cannot be written
         except RecorderError as e:
             self.on_event("checkpoint_failed", {"path": rel, "error": str(e)})
-        self.prev_heads[info.stream] = (info.segment, j.head)
-        # never back: an older segment sealed at start may have later ones already
-        self.current[info.stream] = max(self.current.get(info.stream, 0), info.segment + 1)
+        self.rotation.closed(info.stream, info.segment, j.head)
         self.active[rel] = "sealing"
-        self._save_active()
+        self.state.save()
         self.on_event("segment_sealed", {"path": rel, "records": j.records, "bytes": j.size,
                                          "segment": info.segment})
         if self.seal_fn is not None:
             self.seal_fn(self.spec.name, rel, info.stream.replace("\0", "{segment}"), info.segment)
 
-    def _drain_finished(self) -> None:
-        """Sealed segments the sealer finished need no recovery at start; the last few
-        stay listed as "recent", since their last batch's acknowledgement may not have
-        left before a crash and the router must know those records are on disk."""
-        changed = False
-        while True:
-            try:
-                rel = self.finished.get_nowait()
-            except queue.Empty:
-                break
-            if rel in self.active:
-                now = time.time()
-                self.active[rel] = f"recent {now:.3f}"
-                self._recent.append((rel, now))
-                changed = True
-        cutoff = time.time() - _RECENT_S
-        while len(self._recent) > _RECENT and self._recent[0][1] < cutoff:
-            old, _t = self._recent.pop(0)
-            if self.active.get(old, "").startswith("recent"):
-                del self.active[old]
-                changed = True
-        if changed:
-            self._save_active()
-
     def housekeeping(self, now: float) -> None:
         """Seal segments that reached their age, or whose session went idle."""
-        self._drain_finished()
+        self.state.drain(self.finished)
         if not self.rotating:
             return
         for rel, info in list(self.info.items()):
             j = self.open.get(rel)
             if j is None or j.records == 0:
                 continue
-            if (self.idle and now - info.last_append >= self.idle) or self._full(j, info, now):
+            idle = self.rotation.idle
+            if (idle and now - info.last_append >= idle) or self.rotation.full(j, info.opened, now):
                 self._try_seal(rel)
 
     def end_session(self, user_id: str | None, session_id: str) -> int:
@@ -617,22 +434,19 @@ class TypeWriter:
         return n
 
     def _cut_back(self, rel: str, j: Journal, size: int) -> None:
-        # What was written since the last good fdatasync is unknown (and on EIO
-        # the page cache may lie), so cut it off through a new descriptor and
-        # reopen; the failed batch was never acknowledged.
+        """Cut a journal a failed batch touched back to ``size`` and drop it: the next batch reopens it.
+
+        The failed batch was never acknowledged; what it wrote past ``size``
+        is unknown (``Journal.cut_back``), so the file is recovered anew.
+        """
         if j.fd < 0:
             return
-        j._pending = None
         self.open.pop(rel, None)
         self.info.pop(rel, None)
-        _durable.close(j.fd)
-        fd = os.open(j.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=j.dir_fd)
         try:
-            _durable.truncate(fd, size, rel)
+            j.cut_back(size, close=True)
         finally:
-            _durable.close(fd)
-        _durable.close(j.dir_fd)
-        j.fd = -1
+            _durable.close(j.dir_fd)
 
     def _close(self, j: Journal) -> None:
         try:
@@ -646,6 +460,4 @@ class TypeWriter:
             _, j = self.open.popitem()
             self._close(j)
         self.info.clear()
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self._syncer.shutdown()

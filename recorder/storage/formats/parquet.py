@@ -1,8 +1,9 @@
-"""Parquet: an Arrow schema from a pydantic model, journal envelopes to a table, atomic write, unified read.
+"""Parquet: an Arrow schema from a pydantic model, journal envelopes to a table, file bytes, unified read.
 
 Pure functions with no threads and no knowledge of segments or rotation:
-the sealer decodes a journal segment, calls :func:`to_table`, then
-:func:`write`, and records the digest that :func:`write` returns.
+the sealer hands a sealed journal's record lines to :func:`encode` (the
+format surface of ``recorder.storage.formats``), writes the file durably
+with what it returns, and records the digest that writing returned.
 
 A file holds one row per record line of the journal, in journal order::
 
@@ -95,7 +96,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from .. import _durable
 from ...exceptions import ConversionError, UsageError, ValidationError
 from ...schema.registry import parse_version
 from ._arrow import (
@@ -129,10 +129,13 @@ __all__ = [
     "arrow_schema",
     "concat",
     "digest",
+    "encode",
     "envelope_schema",
     "read_table",
+    "table",
     "to_table",
     "write",
+    "write_to",
 ]
 
 #: Version of this file layout, stored in each file's key-value metadata
@@ -394,7 +397,7 @@ class _HashingWriter:
         self._raw.flush()
 
     def close(self) -> None:
-        self.closed = True  # the raw file belongs to _durable.publish
+        self.closed = True  # the raw file belongs to whoever opened it
 
     def writable(self) -> bool:
         return True
@@ -420,14 +423,42 @@ def _file_metadata(table: pa.Table) -> dict[bytes, bytes]:
     return meta
 
 
+def write_to(f: BinaryIO, table: pa.Table) -> str:
+    """Write ``table`` as Parquet bytes to ``f`` (only appended to); returns their hex sha256.
+
+    zstd compression; the Arrow schema is stored, with key-value metadata
+    ``recorder.format_version``, ``recorder.schema_type`` and
+    ``recorder.schema_versions`` (a JSON array).
+    """
+    table = table.replace_schema_metadata(_file_metadata(table))
+    out = _HashingWriter(f)
+    pq.write_table(table, out, compression="zstd", store_schema=True)
+    return out.hexdigest()
+
+
+class _Encoded:
+    """A table ready to become a Parquet file (the format surface's ``Encoded``)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self.rows: int = table.num_rows
+
+    def write(self, f: BinaryIO) -> str:
+        return write_to(f, self.table)
+
+
+def encode(lines: Sequence[bytes], model_for: Callable[[str], type[BaseModel]]) -> _Encoded:
+    """The Parquet file of a sealed journal's record lines (see :func:`to_table`)."""
+    return _Encoded(to_table(lines, model_for))
+
+
 def write(dir_fd: int, name: str, table: pa.Table, label: str) -> str:
     """Write ``table`` as the Parquet file ``name`` in ``dir_fd``, whole or not at all.
 
     The file is written to a hidden temporary name, fsync'd, renamed into
-    place and the directory fsync'd (:func:`recorder.storage._durable.publish`).
-    zstd compression; the Arrow schema is stored, with key-value metadata
-    ``recorder.format_version``, ``recorder.schema_type`` and
-    ``recorder.schema_versions`` (a JSON array).
+    place and the directory fsync'd (:func:`recorder.storage._durable.publish`),
+    with :func:`write_to`'s bytes. The sealer does the same through
+    :func:`encode`; this one is for writing a table directly.
 
     Args:
         dir_fd: the directory, opened by ``_durable.open_dirs``.
@@ -442,16 +473,17 @@ def write(dir_fd: int, name: str, table: pa.Table, label: str) -> str:
         StorageFull: the disk is full; no file is left under ``name``.
         DurabilityError: a write, fsync or rename failed; likewise.
     """
-    table = table.replace_schema_metadata(_file_metadata(table))
+    # Lazy, pointing down: the read side imports this module and must never load the durable writer.
+    from .. import _durable
+
     digests: list[str] = []
-
-    def fill(f: BinaryIO) -> None:
-        out = _HashingWriter(f)
-        pq.write_table(table, out, compression="zstd", store_schema=True)
-        digests.append(out.hexdigest())
-
-    _durable.publish(dir_fd, name, fill, label)
+    _durable.publish(dir_fd, name, lambda f: digests.append(write_to(f, table)), label)
     return digests[0]
+
+
+def table(data: bytes, model_for: Callable[[str], type[BaseModel]] | None = None) -> pa.Table:
+    """A Parquet file's bytes as a table (the format surface; the file's own schema, ``model_for`` unused)."""
+    return pq.read_table(pa.BufferReader(data))
 
 
 def read_table(paths: Sequence[str | PathLike[str]]) -> pa.Table:
