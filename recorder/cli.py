@@ -34,7 +34,7 @@ from .exceptions import (
     StorageFull,
     UsageError,
 )
-from .storage import INTERNAL_DIR
+from .storage import INTERNAL_DIR, formats
 from .reading.reader import data_files, read, recorded_types, verify
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
@@ -202,8 +202,8 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
             continue
         if args.session and args.session not in m["sessions"]:
             continue
-        size = m.get("parquet", {}).get("bytes", m["bytes"])
-        path = m.get("parquet", {}).get("path", m["path"])
+        size = formats.converted(m).get("bytes", m["bytes"])
+        path = formats.data_path(m)
         print(f"{m['schema_type']:<14}{m['records']:>8}{size:>10}  {m['first_timestamp'] or '-':<25}"
               f"{','.join(sorted(m['versions'])):<14}{m['state']:<10}{path}")
     return 0

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .storage import INTERNAL_DIR, _durable
+from .storage import INTERNAL_DIR, _durable, formats
 from ._env import runtime_env
 from .schema._ids import holds_record_id, new_record_id, with_default_version
 from .storage.locks import take_lock
@@ -96,7 +96,7 @@ class Store:
         self.state_fd = state_fd  # _recorder/state: the service's checkpoints go here
         for seg in self.catalog.search(include_deleted=False):
             m = seg.manifest
-            self.usage.add(m["schema_type"], m.get("parquet", {}).get("bytes", 0)
+            self.usage.add(m["schema_type"], formats.converted(m).get("bytes", 0)
                            + (m["bytes"] if m["state"] == "sealed" or m.get("journal_kept") else 0))
         #: producer id -> sequence numbers found in the tails of active files
         self.on_disk: dict[str, set[int]] = {}

@@ -26,6 +26,7 @@ from ..schema.config import Config
 from ..exceptions import PublishError, RecorderIdConflict
 from ..schema.registry import Registry
 from ._lake import Lake, storage_options
+from ..storage import formats
 from ._state import (backlog, catalog_segments, data_bytes, load_state, publish_types, published, recorder_id,
                      save_state, tables_of)
 from ._table import lake_tables, read_segment
@@ -114,7 +115,7 @@ class Publisher:
             if n in numbers:
                 raise PublishError(str(m["path"]), f"catalog number {n} is held by two segments; not publishing")
             numbers.add(n)
-            if m.get("format") == "parquet" and m.get("state") != "converted":
+            if formats.of(m).pending(m):
                 break  # still converting: later segments wait, so each table gets them in order
             self._publish(m)
             done += 1

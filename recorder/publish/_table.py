@@ -16,12 +16,10 @@ import os
 import uuid
 from typing import Any
 
-import msgspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..exceptions import PublishError
-from ..storage.formats import parquet
+from ..storage import formats
 from ..schema.registry import TypeSpec
 from ._state import table_name
 
@@ -46,22 +44,21 @@ def read_segment(root: str, manifest: dict[str, Any], spec: TypeSpec) -> pa.Tabl
             converted), its data is gone, or its digest differs from the manifest.
     """
     rel = str(manifest["path"])
-    pq_info = manifest.get("parquet")
+    fmt, info = formats.of(manifest), formats.converted(manifest)
     try:
-        if pq_info:
-            data = _read(root, str(pq_info["path"]))
-            if hashlib.sha256(data).hexdigest() != pq_info.get("sha256"):
-                raise PublishError(pq_info["path"], "Parquet file differs from its manifest's digest; not published")
-            return pq.read_table(pa.BufferReader(data))
-        if manifest.get("format") == "parquet":
+        if info:
+            data = _read(root, str(info["path"]))
+            if hashlib.sha256(data).hexdigest() != info.get("sha256"):
+                raise PublishError(info["path"], "Parquet file differs from its manifest's digest; not published")
+            return fmt.table(data, spec.model_for)
+        if fmt.pending(manifest):
             raise PublishError(rel, "not converted to Parquet yet")
         data = _read(root, rel)
     except FileNotFoundError as e:
         raise PublishError(rel, f"data file missing: {e.filename}") from e
     if hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
         raise PublishError(rel, "journal differs from its manifest's digest; not published")
-    envelopes = [msgspec.json.decode(line) for line in data.split(b"\n")[1:] if line]
-    return parquet.to_table(envelopes, spec.model_for)
+    return formats.for_path(rel).table(data, spec.model_for)
 
 
 def _is_ext(t: Any) -> bool:

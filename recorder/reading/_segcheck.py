@@ -34,7 +34,7 @@ from typing import Any
 
 import msgspec
 
-from ..storage import INTERNAL_DIR
+from ..storage import INTERNAL_DIR, formats
 from ..storage.catalog import CATALOG_NAME, MANIFEST_SUFFIX, TOMBSTONE_SUFFIX, read_catalog
 from ._verify import Problem, verify_file
 
@@ -143,8 +143,7 @@ def check_segments(root: str) -> list[Problem]:
             if rel in tombstones:
                 report.stale.append(f"{rel} was deleted (tombstone on disk) but the catalog lists it as live")
             else:
-                pinfo = m.get("parquet")
-                data = str(pinfo["path"]) if isinstance(pinfo, dict) and pinfo.get("path") else rel
+                data = formats.data_path(m)
                 report.add(base / data, f"segment {m.get('segment')} of stream {m.get('stream')} is missing: "
                                         f"the catalog lists it (line {line}) but neither its manifest nor a "
                                         "tombstone is on disk", where="file missing")
@@ -170,7 +169,7 @@ def _data_root(scope: Path) -> Path:
 
 
 def _stem(rel: str) -> str:
-    return rel[: -len(".jsonl")]
+    return formats.stem(rel)
 
 
 def _read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -316,9 +315,10 @@ def _check_data(base: Path, rel: str, seg: _Seg, report: _Report) -> None:
     elif state == "sealed" or m.get("journal_kept"):
         if not (base / (_stem(rel) + TOMBSTONE_SUFFIX)).exists():
             report.add(jpath, "sealed journal is missing (no tombstone records its deletion)", where="file missing")
-    pq_path = base / (_stem(rel) + ".parquet")
+    fmt = formats.of(m)
+    pq_path = base / fmt.data_name(_stem(rel))
     if state == "converted":
-        info = m["parquet"]
+        info = formats.converted(m)
         pq_path = base / str(info["path"])
         if not pq_path.is_file():
             report.add(pq_path, "Parquet file of a converted segment is missing (no tombstone records its deletion)",
@@ -335,7 +335,7 @@ def _check_data(base: Path, rel: str, seg: _Seg, report: _Report) -> None:
         elif rows != m["records"] or rows != info.get("rows", rows):
             report.add(pq_path, f"Parquet file has {rows} rows but the manifest says {m['records']} records",
                        where=where)
-    elif m.get("format") == "parquet" and pq_path.is_file():
+    elif fmt.converts and pq_path.is_file():
         # published but the manifest not yet rewritten: recovery redoes the
         # conversion, but a file under a final name must still be whole
         rows, where, why = _parquet_rows(pq_path)
@@ -381,7 +381,7 @@ def _check_tombstone(base: Path, rel: str, tpath: Path, has_manifest: bool, cata
         seg.blame = str(tpath)
     if m.get("path") != rel:
         report.add(tpath, f"tombstone describes {m.get('path')!r} but sits beside {rel!r}", where="field manifest.path")
-    remains = [p.name for p in (base / rel, base / (_stem(rel) + ".parquet"), base / (_stem(rel) + MANIFEST_SUFFIX))
+    remains = [p.name for p in (base / rel, base / formats.of(m).data_name(_stem(rel)), base / (_stem(rel) + MANIFEST_SUFFIX))
                if p.exists()]
     if remains:
         report.add(tpath, f"deletion was interrupted: the tombstone is written but {', '.join(remains)} remain",

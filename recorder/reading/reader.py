@@ -17,7 +17,7 @@ from ._order import Key, LineKeys, late_records, reorder
 from .._progress import Progress
 from ._rows import parquet_rows
 from ..exceptions import CorruptionError, NotARecording, UsageError
-from ..storage import INTERNAL_DIR
+from ..storage import INTERNAL_DIR, formats
 from ..storage.catalog import Segment, sealed_segments
 from ._segcheck import check_segments
 from ._verify import Problem, verify_file
@@ -286,7 +286,7 @@ def walk_data_files(root: Path) -> Iterator[tuple[Path, str]]:
         for f in sorted(filenames):
             if f.startswith(".") or not f.endswith((".jsonl", ".parquet")):
                 continue
-            journal = f[: -len(".parquet")] + ".jsonl" if f.endswith(".parquet") else f
+            journal = formats.journal_path(f)
             if f.endswith(".parquet") and journal in names:
                 continue
             yield Path(dirpath, f), os.path.relpath(os.path.join(dirpath, journal), root)

@@ -17,6 +17,7 @@ from typing import Protocol
 from ..exceptions import StorageFull
 from ..schema.config import Config
 from ..schema.registry import Registry
+from . import formats
 from .catalog import Segment
 from .published import data_bytes
 from .segments import Sealer, Usage
@@ -105,7 +106,7 @@ class Limits:
         """Delete sealed segments, oldest first, until ``over()`` is false; True if it got there."""
         for seg in self.catalog.search(schema_type=scope):
             m = seg.manifest
-            if m["format"] == "parquet" and m["state"] != "converted":
+            if formats.of(m).pending(m):
                 continue  # still being converted: not ours to delete yet
             if self.registry.specs.get(m["schema_type"]) is None:
                 continue

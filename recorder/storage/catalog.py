@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from . import INTERNAL_DIR
+from . import INTERNAL_DIR, formats
 
 __all__ = ["CATALOG_NAME", "CatalogIndex", "Segment", "MANIFEST_SUFFIX", "TOMBSTONE_SUFFIX", "read_catalog",
            "scan_manifests", "sealed_segments"]
@@ -42,7 +42,7 @@ class Segment:
     def path(self) -> str:
         """The segment's data file, relative to the data root (Parquet once converted)."""
         m = self.manifest
-        return str(m.get("parquet", {}).get("path") or m["path"])
+        return formats.data_path(m)
 
     def matches(self, schema_type: str | None, version: str | None, user_id: str | None,
                 session_id: str | None, since: datetime | None, until: datetime | None) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from ..schema.config import Config
-from . import INTERNAL_DIR
+from . import INTERNAL_DIR, formats
 
 __all__ = ["STATE", "data_bytes", "load_state", "publish_types", "published", "table_name", "tables_of",
            "unpublished_check"]
@@ -45,7 +45,7 @@ def publish_types(config: Config) -> set[str]:
     p = config.publish
     if p is None:
         return set()
-    return set(p.types) if p.types else {n for n, t in config.types.items() if t.format == "parquet"}
+    return set(p.types) if p.types else {n for n, t in config.types.items() if formats.get(t.format).converts}
 
 
 def load_state(root: str) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def published(manifest: dict[str, Any], tables: dict[str, Any]) -> bool:
 
 def data_bytes(manifest: dict[str, Any]) -> int:
     """Bytes a sealed segment uses on disk (its Parquet file once converted, else its journal)."""
-    return int((manifest.get("parquet") or {}).get("bytes") or manifest.get("bytes") or 0)
+    return int(formats.converted(manifest).get("bytes") or manifest.get("bytes") or 0)
 
 
 def unpublished_check(root: str, config: Config) -> Callable[[dict[str, Any]], bool]:
