@@ -26,7 +26,7 @@ from parquet_support import (
     journal_envelopes,
 )
 from pydantic import BaseModel, ConfigDict, Field
-from unit_support import corpus_bytes
+from unit_support import corpus_bytes, write_parquet
 
 from recorder import Store, a3cp
 from recorder.exceptions import ValidationError
@@ -230,7 +230,7 @@ def test_a_layout_1_file_reads_with_a_layout_2_file_as_one_table(tmp_path: Path,
     old = new.set_column(new.schema.get_field_index("record"), pa.field("record", old_record.type, False),
                          old_record)
     pq.write_table(old, tmp_path / "old.parquet")
-    parquet.write(dir_fd, "new.parquet", new, "new")
+    write_parquet(dir_fd, "new.parquet", new, "new")
     table = parquet.read_table([tmp_path / "old.parquet", tmp_path / "new.parquet"])
     assert table.schema.field("record").type.field("annotation").type == JSON_TYPE
     rows = table.column("record").to_pylist()
@@ -275,7 +275,7 @@ def test_parquet_equals_the_journal_for_every_example_type(
     envs = journal_envelopes(store.root, schema_type)
     assert len(envs) == 5 * (2 if schema_type == "a3cp_message" else 1)
     table = parquet.to_table(envs, model_for)
-    parquet.write(dir_fd, f"{schema_type}.parquet", table, schema_type)
+    write_parquet(dir_fd, f"{schema_type}.parquet", table, schema_type)
     assert pq.read_table(tmp_path / f"{schema_type}.parquet").schema == table.schema
     assert_file_equals_journal(tmp_path / f"{schema_type}.parquet", envs, model_for)
 
@@ -294,7 +294,7 @@ def test_parquet_equals_the_journal_for_the_corpus_examples(
     store.record(raw, schema_type=schema_type, **meta)
     spec = store.registry.get(schema_type)
     envs = journal_envelopes(store.root, schema_type)
-    parquet.write(dir_fd, "c.parquet", parquet.to_table(envs, spec.model_for), "c")
+    write_parquet(dir_fd, "c.parquet", parquet.to_table(envs, spec.model_for), "c")
     assert_file_equals_journal(tmp_path / "c.parquet", envs, spec.model_for)
     if meta:  # ids given beside the record fill the record's own required fields
         row = pq.read_table(tmp_path / "c.parquet").column("record").to_pylist()[0]
@@ -305,7 +305,7 @@ def test_write_returns_the_digest_and_stores_zstd_schema_and_metadata(tmp_path: 
     """write() returns the sha256 of the final bytes; the file is zstd, with its schema and recorder metadata."""
     envs = [envelope(sample_message(i=i, version=v), i) for i, v in enumerate(["1.1.0", "1.0.1", "1.0.2"])]
     table = parquet.to_table(envs, A3CP_MODELS)
-    sha = parquet.write(dir_fd, "m.parquet", table, "m")
+    sha = write_parquet(dir_fd, "m.parquet", table, "m")
     path = tmp_path / "m.parquet"
     assert sha == hashlib.sha256(path.read_bytes()).hexdigest() == parquet.digest(path)
     f = pq.ParquetFile(path)
@@ -329,7 +329,7 @@ def test_timestamps_are_stored_as_instants(tmp_path: Path, dir_fd: int) -> None:
     """Equal instants written as ``Z`` or ``+00:00``, or with nanoseconds, read back as the same UTC microsecond."""
     texts = ["2026-03-01T10:00:00.123Z", "2026-03-01T10:00:00.123+00:00", "2026-03-01T10:00:00.123000999Z"]
     envs = [envelope(dict(sample_message(i=i), timestamp=ts), i) for i, ts in enumerate(texts)]
-    parquet.write(dir_fd, "t.parquet", parquet.to_table(envs, A3CP_MODELS), "t")
+    write_parquet(dir_fd, "t.parquet", parquet.to_table(envs, A3CP_MODELS), "t")
     t = pq.read_table(tmp_path / "t.parquet")
     want = datetime(2026, 3, 1, 10, 0, 0, 123000, tzinfo=timezone.utc)
     assert t.column("timestamp").to_pylist() == [want] * 3
@@ -357,7 +357,7 @@ def test_absent_optional_structs_with_required_fields_write_and_read_back_as_nul
     full = {"when": "2026-01-01T00:00:00Z", "day": "2026-01-02", "id": str(uuid.UUID(int=9)), "ok": True, "n": 2,
             "names": ["a"], "scores": {"a": 0.5}, "point": {"x": 0.1, "y": 0.2}}
     envs = [envelope({}, 1, "outer"), envelope({"inner": full}, 2, "outer"), envelope({"inner": None}, 3, "outer")]
-    parquet.write(dir_fd, "o.parquet", parquet.to_table(envs, lambda v: Outer), "o")
+    write_parquet(dir_fd, "o.parquet", parquet.to_table(envs, lambda v: Outer), "o")
     rows = pq.read_table(tmp_path / "o.parquet").column("record").to_pylist()
     assert [r["inner"] is None for r in rows] == [True, False, True]
     inner = rows[1]["inner"]
@@ -365,7 +365,7 @@ def test_absent_optional_structs_with_required_fields_write_and_read_back_as_nul
     assert inner["point"] == {"x": 0.1, "y": 0.2, "z": None, "visibility": None}  # absent, not defaulted
     sm = dict(sample_message(i=1))
     del sm["raw_features_ref"], sm["classifier_output"]
-    parquet.write(dir_fd, "m.parquet", parquet.to_table([envelope(sm, 1)], A3CP_MODELS), "m")
+    write_parquet(dir_fd, "m.parquet", parquet.to_table([envelope(sm, 1)], A3CP_MODELS), "m")
     row = pq.read_table(tmp_path / "m.parquet").column("record").to_pylist()[0]
     assert row["raw_features_ref"] is None and row["classifier_output"] is None
 
@@ -383,7 +383,7 @@ class HoldsEmpty(BaseModel):
 def test_a_model_without_fields_still_writes(tmp_path: Path, dir_fd: int) -> None:
     """A field-less nested model keeps an ``_extra`` column, since Parquet cannot store an empty struct."""
     envs = [envelope({"empty": {}}, 1, "e"), envelope({}, 2, "e")]
-    parquet.write(dir_fd, "e.parquet", parquet.to_table(envs, lambda v: HoldsEmpty), "e")
+    write_parquet(dir_fd, "e.parquet", parquet.to_table(envs, lambda v: HoldsEmpty), "e")
     rows = pq.read_table(tmp_path / "e.parquet").column("record").to_pylist()
     assert rows == [{"empty": {EXTRA: None}, NULLS: None}, {"empty": None, NULLS: None}]
 

@@ -12,6 +12,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pytest
 from parquet_support import dir_fd  # noqa: F401 - the fixture
 from parquet_support import A3CP_MODELS, envelope
+from unit_support import write_parquet
 
 from recorder.storage import _durable
 from recorder.exceptions import DurabilityError, StorageFull
@@ -44,7 +45,7 @@ def test_the_temporary_file_is_hidden_and_gone_after_write(
             seen.append(sorted(os.listdir(tmp_path)))
 
     _durable.set_fault_hook(look)
-    parquet.write(dir_fd, "s_000.parquet", table_of_messages(), "s")
+    write_parquet(dir_fd, "s_000.parquet", table_of_messages(), "s")
     assert len(seen) == 1 and len(seen[0]) == 1
     temp = seen[0][0]
     assert temp.startswith(".") and not temp.endswith(".parquet")
@@ -61,7 +62,7 @@ def test_a_crash_before_the_rename_leaves_no_file_under_the_final_name(
 
     _durable.set_fault_hook(die)
     with pytest.raises(Crash):
-        parquet.write(dir_fd, "s_000.parquet", table_of_messages(), "s")
+        write_parquet(dir_fd, "s_000.parquet", table_of_messages(), "s")
     assert not (tmp_path / "s_000.parquet").exists()
     assert list(tmp_path.glob("*.parquet")) == []
     assert all(name.startswith(".") for name in os.listdir(tmp_path))
@@ -77,7 +78,7 @@ def test_an_io_error_while_publishing_is_wrapped_and_cleans_up(
 
     _durable.set_fault_hook(fail)
     with pytest.raises(exc):
-        parquet.write(dir_fd, "s_000.parquet", table_of_messages(), "s")
+        write_parquet(dir_fd, "s_000.parquet", table_of_messages(), "s")
     assert os.listdir(tmp_path) == []
 
 
@@ -89,5 +90,5 @@ def test_a_full_disk_inside_the_parquet_writer_is_storage_full(
 
     monkeypatch.setattr(parquet._HashingWriter, "write", full)
     with pytest.raises(StorageFull):
-        parquet.write(dir_fd, "s_000.parquet", table_of_messages(), "s")
+        write_parquet(dir_fd, "s_000.parquet", table_of_messages(), "s")
     assert os.listdir(tmp_path) == []

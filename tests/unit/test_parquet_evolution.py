@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from parquet_support import dir_fd  # noqa: F401 - the fixture
 from parquet_support import A3CP_MODELS, UUID_TYPE, canon_journal, canon_parquet, envelope, instant, models_of
 from pydantic import BaseModel
+from unit_support import write_parquet
 
 from recorder import a3cp
 from recorder.exceptions import ValidationError
@@ -57,8 +58,8 @@ def test_read_table_unifies_an_old_and_a_new_file(tmp_path: Path, dir_fd: int) -
     """A 1.0-only file and a 1.1 file read as one table with the unified schema; old rows get nulls."""
     old = [envelope(sample_message(i=i, version="1.0.1"), i) for i in range(3)]
     new = [envelope(dict(sample_message(i=i, version="1.1.0"), model_version="v2"), i) for i in range(3, 5)]
-    parquet.write(dir_fd, "a_000.parquet", parquet.to_table(old, A3CP_MODELS), "a")
-    parquet.write(dir_fd, "a_001.parquet", parquet.to_table(new, A3CP_MODELS), "a")
+    write_parquet(dir_fd, "a_000.parquet", parquet.to_table(old, A3CP_MODELS), "a")
+    write_parquet(dir_fd, "a_001.parquet", parquet.to_table(new, A3CP_MODELS), "a")
     old_schema = pq.read_schema(tmp_path / "a_000.parquet")
     assert "model_version" not in [f.name for f in old_schema.field("record").type]
     table = parquet.read_table([tmp_path / "a_000.parquet", str(tmp_path / "a_001.parquet")])
@@ -75,9 +76,9 @@ def test_read_table_unifies_an_old_and_a_new_file(tmp_path: Path, dir_fd: int) -
 
 def test_read_table_refuses_files_of_different_types(tmp_path: Path, dir_fd: int) -> None:
     """Files of two schema types are not one table."""
-    parquet.write(dir_fd, "m.parquet", parquet.to_table([envelope(sample_message(), 1)], A3CP_MODELS), "m")
+    write_parquet(dir_fd, "m.parquet", parquet.to_table([envelope(sample_message(), 1)], A3CP_MODELS), "m")
     audit = parquet.to_table([envelope(sample_audit(), 2, "audit_event")], lambda v: a3cp.AuditEvent)
-    parquet.write(dir_fd, "a.parquet", audit, "a")
+    write_parquet(dir_fd, "a.parquet", audit, "a")
     with pytest.raises(ValueError, match="several schema types"):
         parquet.read_table([tmp_path / "m.parquet", tmp_path / "a.parquet"])
     with pytest.raises(ValueError):
@@ -106,7 +107,7 @@ def test_extra_fields_land_in_one_json_column(tmp_path: Path, dir_fd: int) -> No
     """Undeclared fields of an extra="allow" model are kept as one JSON object in ``_extra``, null when none."""
     plain = sample_audit(i=0)
     rich = dict(sample_audit(i=1), details={"reason": "lunch", "ids": [1, 2]}, note="ok", missing=None)
-    parquet.write(dir_fd, "e.parquet", parquet.to_table(
+    write_parquet(dir_fd, "e.parquet", parquet.to_table(
         [envelope(plain, 1, "audit_event"), envelope(rich, 2, "audit_event")], lambda v: a3cp.AuditEvent), "e")
     rows = pq.read_table(tmp_path / "e.parquet").column("record").to_pylist()
     assert rows[0][EXTRA] is None
@@ -143,7 +144,7 @@ def test_maps_extras_and_json_columns_keep_any_content(
 
 def write_messages(tmp_path: Path, dir_fd: int) -> Path:
     envs = [envelope(sample_message(i=i), i) for i in range(4)]
-    parquet.write(dir_fd, "m.parquet", parquet.to_table(envs, A3CP_MODELS), "m")
+    write_parquet(dir_fd, "m.parquet", parquet.to_table(envs, A3CP_MODELS), "m")
     return tmp_path / "m.parquet"
 
 

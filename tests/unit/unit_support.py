@@ -59,3 +59,14 @@ def line_starts(data: bytes) -> list[int]:
     starts = [0]
     starts += [i + 1 for i, b in enumerate(data) if b == 0x0A and i + 1 < len(data)]
     return starts
+
+
+def write_parquet(dir_fd: int, name: str, table: Any, label: str) -> str:
+    """Write an Arrow table as the Parquet file ``name`` in ``dir_fd`` the way the sealer does
+    (temp file, fsync, rename, directory fsync); returns the file's sha256."""
+    from recorder.storage import _durable
+    from recorder.storage.formats import parquet
+
+    digests: list[str] = []
+    _durable.publish(dir_fd, name, lambda f: digests.append(parquet.write_to(f, table)), label)
+    return digests[0]

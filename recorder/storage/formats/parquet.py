@@ -134,7 +134,6 @@ __all__ = [
     "read_table",
     "table",
     "to_table",
-    "write",
     "write_to",
 ]
 
@@ -450,35 +449,6 @@ class _Encoded:
 def encode(lines: Sequence[bytes], model_for: Callable[[str], type[BaseModel]]) -> _Encoded:
     """The Parquet file of a sealed journal's record lines (see :func:`to_table`)."""
     return _Encoded(to_table(lines, model_for))
-
-
-def write(dir_fd: int, name: str, table: pa.Table, label: str) -> str:
-    """Write ``table`` as the Parquet file ``name`` in ``dir_fd``, whole or not at all.
-
-    The file is written to a hidden temporary name, fsync'd, renamed into
-    place and the directory fsync'd (:func:`recorder.storage._durable.publish`),
-    with :func:`write_to`'s bytes. The sealer does the same through
-    :func:`encode`; this one is for writing a table directly.
-
-    Args:
-        dir_fd: the directory, opened by ``_durable.open_dirs``.
-        name: the final file name.
-        table: a table from :func:`to_table`.
-        label: the path named in errors.
-
-    Returns:
-        The hex sha256 of the file, computed from the bytes as they were written.
-
-    Raises:
-        StorageFull: the disk is full; no file is left under ``name``.
-        DurabilityError: a write, fsync or rename failed; likewise.
-    """
-    # Lazy, pointing down: the read side imports this module and must never load the durable writer.
-    from .. import _durable
-
-    digests: list[str] = []
-    _durable.publish(dir_fd, name, lambda f: digests.append(write_to(f, table)), label)
-    return digests[0]
 
 
 def table(data: bytes, model_for: Callable[[str], type[BaseModel]] | None = None) -> pa.Table:
