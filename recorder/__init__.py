@@ -41,22 +41,16 @@ if TYPE_CHECKING:
     from .schema.registry import Registry
     from .store import Store
 
-#: public name -> (module, attribute)
-_LAZY = {
-    "Client": (".client", "Client"),
-    "Config": (".schema.config", "Config"),
-    "load_config": (".schema.config", "load_config"),
-    "Problem": (".reading.reader", "Problem"),
-    "read": (".reading.reader", "read"),
-    "read_table": (".reading.reader", "read_table"),
-    "verify": (".reading.reader", "verify"),
-    "recheck": ("._recheck", "recheck"),
-    "Registry": (".schema.registry", "Registry"),
-    "replay": (".reading.replay", "replay"),
-    "fast_check": (".schema.fast", "check"),
-    "fast_implied": (".schema.fast", "implied"),
-    "Store": (".store", "Store"),
+#: module -> the public names it gives ("attribute as name" where they differ)
+_LAZY_BY_MODULE = {
+    ".client": ["Client"], ".store": ["Store"], "._recheck": ["recheck"],
+    ".schema.config": ["Config", "load_config"], ".schema.registry": ["Registry"],
+    ".schema.fast": ["check as fast_check", "implied as fast_implied"],
+    ".reading.reader": ["Problem", "read", "read_table", "verify"], ".reading.replay": ["replay"],
 }
+#: public name -> (module, attribute)
+_LAZY = {name.split(" as ")[-1]: (module, name.split(" as ")[0])
+         for module, names in _LAZY_BY_MODULE.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:

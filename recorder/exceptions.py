@@ -6,6 +6,8 @@ tests can look at ``err.field`` or ``err.offset`` instead of parsing text.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 __all__ = [
     "ConfigError",
     "ConversionError",
@@ -30,16 +32,22 @@ __all__ = [
 
 
 class RecorderError(Exception):
-    """Base of every error this package raises on purpose."""
+    """Base of every error this package raises on purpose.
 
-    #: Short stable code used on the wire and in the quarantine log.
-    code = "error"
+    Each class names its ``code``, the short stable code used on the wire
+    and in the quarantine log: ``class StorageFull(_AtPath, code="storage_full")``.
+    """
+
+    code: ClassVar[str] = "error"
+
+    def __init_subclass__(cls, code: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
 
 
-class ConfigError(RecorderError):
+class ConfigError(RecorderError, code="config"):
     """A config file or registry entry is wrong; names the file and the key."""
-
-    code = "config"
 
     def __init__(self, path: str, key: str, reason: str) -> None:
         self.path = path
@@ -48,10 +56,8 @@ class ConfigError(RecorderError):
         super().__init__(f"{path}: {key}: {reason}")
 
 
-class ValidationError(RecorderError, ValueError):
+class ValidationError(RecorderError, ValueError, code="invalid"):
     """A record does not match its schema; names the field path and reason."""
-
-    code = "invalid"
 
     def __init__(self, schema_type: str, field: str, reason: str) -> None:
         self.schema_type = schema_type
@@ -76,28 +82,20 @@ class ConversionError(ValidationError):
         return f"{self.schema_type}: field {''.join(self.path) or '$'!r}: {self.reason}"
 
 
-class UnknownSchemaError(ValidationError):
+class UnknownSchemaError(ValidationError, code="unknown_schema"):
     """The schema type is not registered, or its MAJOR version is unknown."""
 
-    code = "unknown_schema"
 
-
-class DeniedFieldError(ValidationError):
+class DeniedFieldError(ValidationError, code="denied_field"):
     """A field that must never reach disk (raw frames, audio, data: URLs)."""
 
-    code = "denied_field"
 
-
-class UnsafeIdentifier(ValidationError):
+class UnsafeIdentifier(ValidationError, code="unsafe_identifier"):
     """An identifier that becomes a path part is not a plain, safe name."""
 
-    code = "unsafe_identifier"
 
-
-class RecordTooLarge(ValidationError):
+class RecordTooLarge(ValidationError, code="too_large"):
     """A record is larger than its type's ``max_record_bytes``."""
-
-    code = "too_large"
 
     def __init__(self, schema_type: str, size: int, limit: int) -> None:
         self.size = size
@@ -105,10 +103,8 @@ class RecordTooLarge(ValidationError):
         super().__init__(schema_type, "$", f"record is {size} bytes, limit is {limit}")
 
 
-class CorruptionError(RecorderError):
+class CorruptionError(RecorderError, code="corrupt"):
     """A file on disk is damaged; names the file, line and byte offset."""
-
-    code = "corrupt"
 
     def __init__(self, path: str, line: int, offset: int, reason: str) -> None:
         self.path = path
@@ -127,28 +123,20 @@ class _AtPath(RecorderError):
         super().__init__(f"{path}: {reason}")
 
 
-class StorageFull(_AtPath):
+class StorageFull(_AtPath, code="storage_full"):
     """The disk or a configured storage limit is full; records are refused."""
 
-    code = "storage_full"
 
-
-class NotARecording(_AtPath):
+class NotARecording(_AtPath, code="not_a_recording"):
     """A path given to read, verify, export or catalog does not exist or holds no recording."""
 
-    code = "not_a_recording"
 
-
-class SegmentChanged(_AtPath):
+class SegmentChanged(_AtPath, code="segment_changed"):
     """A sealed journal no longer matches the sha256 its manifest recorded: the sealer leaves it unconverted."""
 
-    code = "segment_changed"
 
-
-class UsageError(RecorderError, ValueError):
+class UsageError(RecorderError, ValueError, code="usage"):
     """A function or command was given an argument it cannot use; names the argument."""
-
-    code = "usage"
 
     def __init__(self, argument: str, reason: str) -> None:
         self.argument = argument
@@ -156,10 +144,8 @@ class UsageError(RecorderError, ValueError):
         super().__init__(f"{argument}: {reason}")
 
 
-class DurabilityError(RecorderError):
+class DurabilityError(RecorderError, code="durability"):
     """A write or fsync failed; what was written since the last sync is unknown."""
-
-    code = "durability"
 
     def __init__(self, path: str, op: str, errno: int | None, reason: str) -> None:
         self.path = path
@@ -169,7 +155,7 @@ class DurabilityError(RecorderError):
         super().__init__(f"{path}: {op} failed: {reason}")
 
 
-class Unwritable(DurabilityError):
+class Unwritable(DurabilityError, code="unwritable"):
     """One destination (a directory or file) cannot be written: nothing went there; others go on.
 
     Raised for errors that belong to a path (EACCES, EPERM, EROFS, ENOTDIR,
@@ -179,25 +165,17 @@ class Unwritable(DurabilityError):
     the destination again later.
     """
 
-    code = "unwritable"
 
-
-class RecorderUnavailable(RecorderError):
+class RecorderUnavailable(RecorderError, code="unavailable"):
     """The client cannot hand a record to a recorder in time (down or slow)."""
 
-    code = "unavailable"
 
-
-class ClientClosed(RecorderUnavailable):
+class ClientClosed(RecorderUnavailable, code="closed"):
     """``record()`` on a Client after ``close()``: nothing would deliver it (as a closed file refuses writes)."""
 
-    code = "closed"
 
-
-class RejectedError(RecorderError):
+class RejectedError(RecorderError, code="rejected"):
     """The recorder refused records a producer sent; carries each rejection."""
-
-    code = "rejected"
 
     def __init__(self, rejections: list[tuple[int, str, str, str]]) -> None:
         #: (producer sequence, code, field, reason) per refused record
@@ -209,14 +187,12 @@ class RejectedError(RecorderError):
         )
 
 
-class PublishError(RecorderError):
+class PublishError(RecorderError, code="publish"):
     """Publication of sealed segments into the lake failed; names the table (or store) and why.
 
     Never raised on the acknowledgement path: only the publisher process and
     ``recorder publish`` raise it.
     """
-
-    code = "publish"
 
     def __init__(self, target: str, reason: str) -> None:
         self.target = target
@@ -224,10 +200,8 @@ class PublishError(RecorderError):
         super().__init__(f"{target}: {reason}")
 
 
-class RecorderIdConflict(PublishError):
+class RecorderIdConflict(PublishError, code="recorder_id_conflict"):
     """A table holds this ``recorder_id`` with a different chain history (a cloned device image)."""
-
-    code = "recorder_id_conflict"
 
     def __init__(self, table: str, recorder_id: str, number: int, reason: str) -> None:
         self.table = table
@@ -238,11 +212,9 @@ class RecorderIdConflict(PublishError):
         self.reason = reason
 
 
-class _Signal(RecorderError):
+class _Signal(RecorderError, code="internal"):
     """Base of private control-flow signals (``schema.accept._Declined``, ``schema.fast._NotDerivable``).
 
     Each is raised and caught inside one module and never reaches a caller;
     it derives from the tree only so that every exception class is in it.
     """
-
-    code = "internal"
