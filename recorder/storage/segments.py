@@ -27,7 +27,7 @@ from ._segfiles import manifest_of
 from ._trail import logged
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
 from .catalog_log import Catalog
-from ..exceptions import CorruptionError
+from ..exceptions import SegmentChanged
 from ..schema.registry import Registry
 
 __all__ = ["Sealer", "Usage", "build_manifest", "MANIFEST_VERSION"]
@@ -314,8 +314,8 @@ class Sealer(threading.Thread):
         """Write the segment's data file of format ``fmt`` (whole or not at all), then its manifest."""
         data = _read_file(dir_fd, name)
         if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
-            raise CorruptionError(rel, 1, 0, "journal changed since it was sealed (its sha256 is not the "
-                                             "manifest's); not converting")
+            raise SegmentChanged(rel, "journal changed since it was sealed (its sha256 is not the "
+                                      "manifest's); not converting")
         encoded = fmt.encode(formats.record_lines(data), model_for)
         if encoded is None:
             return  # the journal is the data file: nothing to convert
