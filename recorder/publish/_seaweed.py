@@ -128,7 +128,12 @@ class SeaweedServer:
                 self.stop()
                 raise PublishError("weed mini", f"bucket not answering within {timeout:g} s ({last})")
             time.sleep(0.2)  # polling a server that is starting, within the deadline above
-        statuses = conditional_put_probe(s3, self.bucket, f"_probe/{secrets.token_hex(8)}")
+        while True:
+            statuses = conditional_put_probe(s3, self.bucket, f"_probe/{secrets.token_hex(8)}")
+            if 0 not in statuses or time.monotonic() > deadline:
+                break
+            # 0: no HTTP answer (a filer still starting on a busy machine), not a verdict: probe again
+            time.sleep(0.2)
         if statuses.count(200) != 1 or len(statuses) != 2:
             self.stop()
             raise PublishError("weed mini", f"two concurrent If-None-Match: * PUTs answered {statuses}, "
