@@ -21,16 +21,16 @@ from typing import Any, BinaryIO, Literal
 import msgspec
 
 from ._order import Key, Late, LineKeys, late_records, reorder
+from ..storage import formats
 from ..storage.catalog import Segment, sealed_segments
 from ..exceptions import CorruptionError
-from ._rows import py
 from .reader import walk_data_files
 
 By = Literal["received", "timestamp"]
 
 # What opening a file costs, so that a wait opens one only when it fits (see ``Merge.prefetch``).
 _OPEN_JOURNAL_NS = 2_000_000  # a journal takes ~0.2 ms ...
-_OPEN_PARQUET_NS = 20_000_000  # ... and a Parquet file a few ms (its first row group decoded)
+_OPEN_CONVERTED_NS = 20_000_000  # ... and a converted (Parquet) file a few ms (its first row group decoded)
 
 # -- times ----------------------------------------------------------------------
 _ISO = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,12}))?)?"
@@ -244,16 +244,6 @@ def _journal_ends(path: Path) -> tuple[str | None, _Head | None, _Head | None]:
             msgspec.json.decode(_line_before(f, start, end), type=_Head)
 
 
-def _parquet_first_seq(path: Path) -> int | None:
-    import pyarrow.parquet as pq
-
-    with open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
-        if pf.metadata.num_rows == 0:
-            return None
-        return int(pf.read_row_group(0, columns=["seq"]).column("seq")[0].as_py())
-
-
 def find_sources(root: Path, flt: Filter) -> list[_Source]:
     """The data files that may hold matching records, by first ``seq``; sealed ones chosen by the catalog."""
     catalog = sealed_segments(root)
@@ -265,8 +255,10 @@ def find_sources(root: Path, flt: Filter) -> list[_Source]:
                 first = m.get("first_received" if flt.by == "received" else "first_timestamp")
                 found.append(_Source(int(m["first_seq"]), path, _iso_ns(first) if isinstance(first, str) else None))
             continue
-        if path.suffix == ".parquet":
-            seq = _parquet_first_seq(path)
+        fmt = formats.for_path(path)
+        if fmt.converts:
+            with open(path, "rb") as f:
+                seq = fmt.first_seq(f)
             if seq is not None:
                 found.append(_Source(seq, path))
             continue
@@ -374,35 +366,28 @@ def _journal_items(path: Path, flt: Filter) -> Iterator[Item]:
                 consumed = 0
 
 
-def _parquet_items(path: Path, flt: Filter) -> Iterator[Item]:
-    """Matching rows of one Parquet segment as envelopes, a few rows at a time."""
-    import pyarrow.parquet as pq
-
+def _converted_items(path: Path, flt: Filter) -> Iterator[Item]:
+    """Matching rows of one converted (Parquet) segment as envelopes, a few rows at a time."""
+    fmt = formats.for_path(path)
     with open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
-        types = {fl.name: fl.type for fl in pf.schema_arrow}
-        per_row = os.fstat(f.fileno()).st_size // max(1, pf.metadata.num_rows)
+        per_row = os.fstat(f.fileno()).st_size // max(1, fmt.count(f))
         consumed = 0
-        for batch in pf.iter_batches(batch_size=16):  # small steps: a row's conversion costs tens of µs
-            for row in batch.to_pylist():
-                consumed += per_row
-                e = {k: py(v, types[k]) for k, v in row.items()}
-                t = flt.time_of(e["received"], e.get("timestamp"))
-                if flt.past(t):
-                    return
-                if not (flt.keeps(e["schema_type"], e.get("user_id"), e.get("session_id")) and flt.in_window(t)):
-                    continue
-                yield Item(int(e["seq"]), t, e["schema_type"], row=e, size=consumed, producer=e.get("producer"),
-                           pseq=e.get("pseq"))
-                consumed = 0
+        for e in fmt.rows(f, batch_size=16):  # small steps: a row's conversion costs tens of µs
+            consumed += per_row
+            t = flt.time_of(e["received"], e.get("timestamp"))
+            if flt.past(t):
+                return
+            if not (flt.keeps(e["schema_type"], e.get("user_id"), e.get("session_id")) and flt.in_window(t)):
+                continue
+            yield Item(int(e["seq"]), t, e["schema_type"], row=e, size=consumed, producer=e.get("producer"),
+                       pseq=e.get("pseq"))
+            consumed = 0
 
 
-def _parquet_keys(path: Path, flt: Filter) -> Iterator[Key]:
-    """(seq, producer, pseq) of the rows ``_parquet_items`` yields, from a few columns (no row conversion)."""
-    import pyarrow.parquet as pq
-
+def _converted_keys(path: Path, flt: Filter) -> Iterator[Key]:
+    """(seq, producer, pseq) of the rows ``_converted_items`` yields, from a few columns (no row conversion)."""
     names = ["seq", "received", "schema_type", "timestamp", "user_id", "session_id", "producer", "pseq"]
-    cols = pq.read_table(path, columns=names).to_pydict()
+    cols = formats.for_path(path).read(path, columns=names).to_pydict()
     for seq, received, stype, ts, user, session, producer, pseq in zip(*(cols[c] for c in names)):
         t = parse_time(received if flt.by == "received" else ts, "time")  # datetimes (or None): never raises
         if flt.past(t):
@@ -414,8 +399,8 @@ def _parquet_keys(path: Path, flt: Filter) -> Iterator[Key]:
 def late_index(sources: list[_Source], flt: Filter) -> Late:
     """The late records among what a merge of ``sources`` yields (``recorder.reading._order``): one light pass."""
     def keys(src: _Source) -> Iterator[Key]:
-        if src.path.suffix == ".parquet":
-            return _parquet_keys(src.path, flt)
+        if formats.for_path(src.path).converts:
+            return _converted_keys(src.path, flt)
         return ((i.seq, i.producer, i.pseq) for i in _journal_items(src.path, flt))
 
     return late_records(heapq.merge(*map(keys, sources), key=itemgetter(0)))
@@ -435,7 +420,8 @@ class Merge:
 
     def _open(self, index: int) -> None:
         src = self.pending.pop(index)
-        it = _parquet_items(src.path, self.flt) if src.path.suffix == ".parquet" else _journal_items(src.path, self.flt)
+        converted = formats.for_path(src.path).converts
+        it = _converted_items(src.path, self.flt) if converted else _journal_items(src.path, self.flt)
         first = next(it, None)
         if first is not None:
             self.n += 1
@@ -443,15 +429,15 @@ class Merge:
 
     def prefetch(self, horizon: int | None, parquet: bool = False, slack_ns: int | None = None) -> bool:
         """Open the earliest unopened source that starts before ``horizon`` (None: any; ``parquet``: only
-        Parquet ones) and can be opened within ``slack_ns`` (None: any time); False if there is none."""
+        converted ones, Parquet files) and can be opened within ``slack_ns`` (None: any time); False if there is none."""
         for i in range(len(self.pending) - 1, -1, -1):
             src = self.pending[i]
-            is_parquet = src.path.suffix == ".parquet"
-            if parquet and not is_parquet:
+            converted = formats.for_path(src.path).converts
+            if parquet and not converted:
                 continue
             if horizon is not None and (src.first_t is None or src.first_t > horizon):
                 continue
-            if slack_ns is not None and slack_ns < (_OPEN_PARQUET_NS if is_parquet else _OPEN_JOURNAL_NS):
+            if slack_ns is not None and slack_ns < (_OPEN_CONVERTED_NS if converted else _OPEN_JOURNAL_NS):
                 return False  # the earliest one due does not fit in this wait: no later one jumps ahead of it
             self._open(i)
             return True

@@ -43,8 +43,9 @@ __all__ = ["check_segments"]
 CATALOG = f"{INTERNAL_DIR}/{CATALOG_NAME}"
 _TEMP_PATTERNS = (".*.tmp-*", ".catalog.rebuild")
 _CHUNK = 1 << 20
-#: fields a published conversion adds to a manifest (the catalog's ``seal`` copy lacks them)
-_CONVERSION_FIELDS = {"state", "parquet", "journal_kept"}
+#: fields a published conversion adds to a manifest (the catalog's ``seal`` copy lacks them): the
+#: state, the converted file's entry (under its format's name), whether the journal was kept
+_CONVERSION_FIELDS = {"state", "journal_kept", *(n for n in formats.names() if formats.get(n).converts)}
 
 
 @dataclass
@@ -329,7 +330,7 @@ def _check_data(base: Path, rel: str, seg: _Seg, report: _Report) -> None:
             report.add(pq_path, f"Parquet file changed after it was published: sha256 {digest[:16]}... "
                                 f"but the manifest says {str(info['sha256'])[:16]}...", where="whole file")
             return
-        rows, where, why = _parquet_rows(pq_path)
+        rows, where, why = fmt.inspect(pq_path)
         if rows is None:
             report.add(pq_path, f"Parquet file is unreadable: {why}", where=where)
         elif rows != m["records"] or rows != info.get("rows", rows):
@@ -338,7 +339,7 @@ def _check_data(base: Path, rel: str, seg: _Seg, report: _Report) -> None:
     elif fmt.converts and pq_path.is_file():
         # published but the manifest not yet rewritten: recovery redoes the
         # conversion, but a file under a final name must still be whole
-        rows, where, why = _parquet_rows(pq_path)
+        rows, where, why = fmt.inspect(pq_path)
         if rows is None:
             report.add(pq_path, f"Parquet file under its final name is unreadable: {why}", where=where)
 
@@ -349,22 +350,6 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _parquet_rows(path: Path) -> tuple[int | None, str, str]:
-    """(rows or None, the place in the file, why it is unreadable) from the footer and row-group metadata."""
-    import pyarrow as pa  # imported here: a recording without Parquet never pays for it
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.ParquetFile(path).metadata
-    except (pa.ArrowException, OSError, ValueError) as e:
-        return None, "footer (file metadata)", str(e)
-    groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-    n = len(groups)
-    where = (f"row group 0 ({groups[0]} rows)" if n == 1 else
-             f"row groups 0-{n - 1} ({'+'.join(map(str, groups))} rows)" if n else "no row groups")
-    return int(meta.num_rows), where, ""
 
 
 # -- tombstones -------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import msgspec
 
 from ._order import Key, LineKeys, late_records, reorder
 from .._progress import Progress
-from ._rows import parquet_rows
 from ..exceptions import CorruptionError, NotARecording, UsageError
 from ..storage import INTERNAL_DIR, formats
 from ..storage.catalog import Segment, sealed_segments
@@ -39,7 +38,7 @@ def _paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> 
 
 def _holds_recorder_files(path: Path) -> bool:
     for _dirpath, _dirnames, filenames in os.walk(path):
-        if any(f.endswith((".jsonl", ".parquet")) for f in filenames):
+        if any(f.endswith(formats.DATA_SUFFIXES) for f in filenames):
             return True
     return False
 
@@ -204,10 +203,9 @@ _KEY_COLUMNS = ("seq", "schema_type", "timestamp", "user_id", "session_id", "pro
 def _keys(path: Path, keep: Callable[[Any, Any, Any, Any], bool], ends: dict[Path, int]) -> Iterator[Key]:
     """(seq, producer, pseq) of the records of one file that ``read`` yields, in file order; where a
     journal's whole lines end goes into ``ends`` (what is appended later is left to a later read)."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        cols = pq.read_table(path, columns=list(_KEY_COLUMNS)).to_pydict()
+    fmt = formats.for_path(path)
+    if fmt.converts:
+        cols = fmt.read(path, columns=_KEY_COLUMNS).to_pydict()
         for seq, stype, ts, user, session, producer, pseq in zip(*(cols[c] for c in _KEY_COLUMNS)):
             if keep(stype, user, session, ts):
                 yield int(seq), producer, pseq
@@ -245,13 +243,14 @@ def _bound(value: str | datetime | None, name: str) -> datetime | None:
 
 
 def _source(path: Path, on_problem: OnProblem | None, end: int | None = None) -> Iterator[dict[str, Any]]:
-    return parquet_rows(path) if path.suffix == ".parquet" else _lines(path, on_problem, end)
+    fmt = formats.for_path(path)
+    return fmt.rows(path) if fmt.converts else _lines(path, on_problem, end)
 
 
 def data_files(root: str | Path, *, schema_type: str | None = None, user_id: str | None = None,
                session_id: str | None = None, since: datetime | None = None,
                until: datetime | None = None) -> list[Path]:
-    """The journals and Parquet files that may hold matching records.
+    """The journals and converted data files (Parquet) that may hold matching records.
 
     Sealed segments are chosen from the catalog (no data is read to decide);
     open segments are always included. A Parquet file is used only where its
@@ -267,7 +266,7 @@ def data_files(root: str | Path, *, schema_type: str | None = None, user_id: str
         m = catalog.get(rel)
         if m is not None and not Segment(m).matches(schema_type, None, user_id, session_id, since, until):
             continue
-        if m is None and schema_type is not None and path.suffix == ".jsonl" \
+        if m is None and schema_type is not None and path.suffix == formats.JOURNAL_SUFFIX \
                 and _header_type(path) not in (schema_type, None):
             continue  # an open journal of another type: its header says so
         chosen.append(path)
@@ -284,10 +283,10 @@ def walk_data_files(root: Path) -> Iterator[tuple[Path, str]]:
         dirnames.sort()
         names = set(filenames)
         for f in sorted(filenames):
-            if f.startswith(".") or not f.endswith((".jsonl", ".parquet")):
+            if f.startswith(".") or not f.endswith(formats.DATA_SUFFIXES):
                 continue
             journal = formats.journal_path(f)
-            if f.endswith(".parquet") and journal in names:
+            if journal != f and journal in names:
                 continue
             yield Path(dirpath, f), os.path.relpath(os.path.join(dirpath, journal), root)
 
@@ -300,7 +299,7 @@ def recorded_types(root: str | Path) -> set[str]:
     """
     files = data_files(root)
     found = {m["schema_type"] for m in sealed_segments(root).values()}
-    found |= {t for t in (_header_type(p) for p in files if p.suffix == ".jsonl") if t is not None}
+    found |= {t for t in (_header_type(p) for p in files if p.suffix == formats.JOURNAL_SUFFIX) if t is not None}
     return found
 
 
@@ -332,26 +331,25 @@ def read_table(root: str | Path, schema_type: str, *, config: str | Path | None 
     """
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from ..schema.config import load_config
-    from ..storage.formats import parquet
     from ..schema.registry import Registry
 
     spec = Registry.from_config(load_config(config)).get(schema_type)
     lo, hi = _bound(since, "since"), _bound(until, "until")
     tables = []
     for p in data_files(root, schema_type=schema_type, user_id=user_id, session_id=session_id, since=lo, until=hi):
-        if p.suffix == ".parquet":
-            tables.append(pq.read_table(p))
+        fmt = formats.for_path(p)
+        if fmt.converts:
+            tables.append(fmt.read(p))
         else:
             envs = [e for e in _lines(p) if e.get("schema_type") == schema_type]
             if envs:
-                tables.append(parquet.to_table(envs, spec.model_for))
+                tables.append(formats.to_table(envs, spec.model_for))
     if not tables:
         newest = ".".join(map(str, (list(spec.accepted[-1]) + [0, 0, 0])[:3]))
-        return _empty(parquet.envelope_schema(spec.model_for(newest)))
-    table = parquet.concat(tables)
+        return formats.empty_table(spec.model_for(newest))
+    table = formats.concat(tables)
     mask = pc.equal(table["schema_type"], schema_type)
     if user_id is not None:
         mask = pc.and_(mask, pc.equal(table["user_id"], user_id))
@@ -365,13 +363,6 @@ def read_table(root: str | Path, schema_type: str, *, config: str | Path | None 
     keys: list[Key] = list(zip(table["seq"].to_pylist(), table["producer"].to_pylist(), table["pseq"].to_pylist()))
     late = late_records(keys)  # rows in read order, as read() gives them (docs/FORMAT.md, "Read order")
     return table.take(list(reorder(range(len(keys)), keys.__getitem__, late))) if late else table
-
-
-def _empty(schema: Any) -> Any:
-    """A table with no rows; ``Schema.empty_table`` cannot build extension types inside a struct."""
-    import pyarrow as pa
-
-    return pa.Table.from_batches([], schema=schema)
 
 
 def verify(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],

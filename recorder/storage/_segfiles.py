@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from . import _durable
+from . import _durable, formats
 from .catalog import MANIFEST_SUFFIX, TOMBSTONE_SUFFIX
 from ..exceptions import RecorderError
 from .journal import EventSink
@@ -55,9 +55,9 @@ _STEP = 1 << 20
 
 
 def pseqs_after(root_fd: int, rel: str, upto: int, limit: int | None = None) -> list[tuple[str, int]]:
-    """(producer, pseq) of every record line of ``rel`` (a journal, or its Parquet file once the journal
-    is gone) whose recorder seq is above ``upto``: read from the end back to the first line at or below
-    (or, with ``limit``, no further back than that many bytes or SEALED_ROWS rows)."""
+    """(producer, pseq) of every record line of ``rel`` (a journal, or its converted file, Parquet, once the
+    journal is gone) whose recorder seq is above ``upto``: read from the end back to the first line at or
+    below (or, with ``limit``, no further back than that many bytes or SEALED_ROWS rows)."""
     *dirs, name = rel.split("/")
     try:
         dir_fd = _durable.open_dirs(root_fd, dirs, rel)
@@ -67,7 +67,7 @@ def pseqs_after(root_fd: int, rel: str, upto: int, limit: int | None = None) -> 
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         except FileNotFoundError:
-            rows = _parquet_after(dir_fd, name[: -len(".jsonl")] + ".parquet", upto)
+            rows = _converted_after(dir_fd, formats.stem(name), upto)
             return rows[-SEALED_ROWS:] if limit is not None else rows
         with os.fdopen(fd, "rb") as f:
             return _journal_after(f.fileno(), upto, limit)
@@ -100,15 +100,21 @@ def _journal_after(fd: int, upto: int, limit: int | None) -> list[tuple[str, int
     return out
 
 
-def _parquet_after(dir_fd: int, name: str, upto: int) -> list[tuple[str, int]]:
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except FileNotFoundError:
+def _converted_after(dir_fd: int, stem: str, upto: int) -> list[tuple[str, int]]:
+    """What ``pseqs_after`` gives from the converted data file of the segment ``stem`` (of whichever
+    format that converts it is there), reading three columns of the rows after ``upto``."""
+    for fmt in map(formats.get, formats.names()):
+        if not fmt.converts:
+            continue
+        try:
+            fd = os.open(fmt.data_name(stem), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            continue
+        break
+    else:
         return []
-    import pyarrow.parquet as pq
-
     with os.fdopen(fd, "rb") as f:
-        t = pq.read_table(f, columns=["seq", "producer", "pseq"], filters=[("seq", ">", upto)])
+        t = fmt.read(f, columns=["seq", "producer", "pseq"], after_seq=upto)
     return [(p, q) for p, q in zip(t.column("producer").to_pylist(), t.column("pseq").to_pylist())
             if isinstance(p, str) and isinstance(q, int)]
 

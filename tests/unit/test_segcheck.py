@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from recorder import Store, verify
-from recorder.reading._segcheck import _parquet_rows, check_segments
+from recorder.reading._segcheck import check_segments
+from recorder.storage.formats.parquet import inspect as _parquet_rows
 from recorder.storage.catalog_log import rebuild
 from recorder.reading.reader import Problem
 from recorder.testing import sample_message

@@ -13,17 +13,29 @@ A format module gives
 - ``encode(lines, model_for) -> Encoded | None``: the data file of a sealed
   journal's record lines, or None when the journal is the data file;
 - ``table(data, model_for)``: the records of a sealed segment's data file
-  (its bytes) as an Arrow table.
+  (its bytes) as an Arrow table;
+- for the read side, on a data file (its path, or the file opened binary):
+  ``read(source, columns, after_seq)`` (an Arrow table of some columns, the
+  rows after a ``seq``), ``rows(source, batch_size)`` (each record as the
+  envelope its journal line held), ``count(source)``, ``first_seq(source)``
+  and ``inspect(source)`` (rows, where, why unreadable). The readers read a
+  journal line by line themselves (commit marks, damaged lines); these
+  serve the files a format ``converts`` to.
 
-Both are pure: the sealer writes the file durably. The module is imported
+All are pure: the sealer writes the file durably. The module is imported
 on first use, so a recorder without Parquet types never loads pyarrow.
+``names()`` lists the formats (the modules of this package) and
+``DATA_SUFFIXES`` their files' endings, so a directory's data files are
+found without naming any format.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+import pkgutil
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import PurePath
 from types import ModuleType
 from typing import Any, BinaryIO, Protocol
@@ -31,11 +43,24 @@ from typing import Any, BinaryIO, Protocol
 from ...exceptions import UsageError
 from ...schema.registry import JOURNAL_FORMAT
 
-__all__ = ["JOURNAL_SUFFIX", "Encoded", "Format", "converted", "data_path", "for_path", "get", "journal_path",
-           "of", "record_lines", "stem"]
+__all__ = ["DATA_SUFFIXES", "JOURNAL_SUFFIX", "Encoded", "Format", "Source", "concat", "converted", "data_path",
+           "empty_table", "for_path", "get", "journal_path", "names", "of", "record_lines", "stem", "to_table"]
 
 #: The ending of every journal, whatever its type's format.
 JOURNAL_SUFFIX = "." + JOURNAL_FORMAT
+
+#: A data file to read: its path, or the file opened for reading (binary).
+Source = str | PathLike[str] | BinaryIO
+
+
+def names() -> tuple[str, ...]:
+    """Every format: the journal's, then each format module of this package (``formats/<name>.py``) by name."""
+    found = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    return (JOURNAL_FORMAT, *(n for n in found if n != JOURNAL_FORMAT))
+
+
+#: The endings of every format's data files (the journal's first): what a directory's data files end with.
+DATA_SUFFIXES = tuple("." + n for n in names())
 
 
 class Encoded(Protocol):
@@ -90,6 +115,35 @@ class Format:
         """
         return _module(self.name).table(data, model_for)
 
+    def read(self, source: Source, columns: Sequence[str] | None = None, after_seq: int | None = None) -> Any:
+        """A data file's records as a ``pyarrow.Table``: only ``columns`` (None: all), only the rows whose
+        ``seq`` is above ``after_seq`` (None: all); a format reads no more of the file than that needs.
+
+        Raises:
+            UsageError: the journal format (its table needs the models: :meth:`table`).
+        """
+        return _module(self.name).read(source, columns, after_seq)
+
+    def rows(self, source: Source, batch_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every record of a data file as the envelope its journal line held, in file order; read
+        ``batch_size`` records at a time (None: the whole file at once)."""
+        rows: Iterator[dict[str, Any]] = _module(self.name).rows(source, batch_size)
+        return rows
+
+    def count(self, source: Source) -> int:
+        """The records of a data file (a converted file's footer says it)."""
+        return int(_module(self.name).count(source))
+
+    def first_seq(self, source: Source) -> int | None:
+        """The ``seq`` of a data file's first record; None if it holds none."""
+        seq: int | None = _module(self.name).first_seq(source)
+        return seq
+
+    def inspect(self, source: Source) -> tuple[int | None, str, str]:
+        """(records, or None if the file is unreadable; the place in the file; why it is unreadable)."""
+        found: tuple[int | None, str, str] = _module(self.name).inspect(source)
+        return found
+
 
 _MODULES: dict[str, ModuleType] = {}
 
@@ -105,6 +159,25 @@ def _module(name: str) -> ModuleType:
         except ModuleNotFoundError as e:
             raise UsageError("format", f"unknown format {name!r}") from e
     return mod
+
+
+def to_table(envelopes: Sequence[bytes | dict[str, Any]], model_for: Callable[[str], Any]) -> Any:
+    """Record lines (or their decoded envelopes) of one type as a ``pyarrow.Table`` in the layout every
+    format reads into (``formats/parquet.py`` describes it)."""
+    return _module("parquet").to_table(envelopes, model_for)
+
+
+def concat(tables: Sequence[Any]) -> Any:
+    """Tables of one type (files, journals) as one, under their unified schema (``parquet.concat``)."""
+    return _module("parquet").concat(tables)
+
+
+def empty_table(model: Any) -> Any:
+    """A table of no records of ``model`` (a pydantic model class), with its columns (built from no
+    batches: ``Schema.empty_table`` cannot build extension types inside a struct)."""
+    import pyarrow as pa
+
+    return pa.Table.from_batches([], schema=_module("parquet").envelope_schema(model))
 
 
 def get(name: str) -> Format:

@@ -3,7 +3,9 @@
 Pure functions with no threads and no knowledge of segments or rotation:
 the sealer hands a sealed journal's record lines to :func:`encode` (the
 format surface of ``recorder.storage.formats``), writes the file durably
-with what it returns, and records the digest that writing returned.
+with what it returns, and records the digest that writing returned. The
+readers read files through :func:`read`, :func:`rows`, :func:`count`,
+:func:`first_seq` and :func:`inspect` (``formats/_rows.py``).
 
 A file holds one row per record line of the journal, in journal order::
 
@@ -118,6 +120,7 @@ from ._arrow import (
     to_str,
 )
 from ._bulk import envelope_row, no_gc, plain, shaper, typed_envelope
+from ._rows import count, first_seq, inspect, read, rows
 
 __all__ = [
     "EXTRA",
@@ -128,10 +131,15 @@ __all__ = [
     "NULLS",
     "arrow_schema",
     "concat",
+    "count",
     "digest",
     "encode",
     "envelope_schema",
+    "first_seq",
+    "inspect",
+    "read",
     "read_table",
+    "rows",
     "table",
     "to_table",
     "write_to",
