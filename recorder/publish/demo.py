@@ -21,8 +21,7 @@ import time
 from collections import Counter
 from typing import IO, Any
 
-import pyarrow.parquet as pq
-
+from ..storage import formats
 from ._seaweed import SeaweedServer
 from ._state import catalog_segments, load_state, published
 
@@ -146,7 +145,7 @@ def _report(store: SeaweedServer, fleet: list[tuple[str, str]]) -> int:
         for m in catalog_segments(root):
             if m["schema_type"] not in TABLES:
                 continue
-            t = pq.read_table(os.path.join(root, m["parquet"]["path"]), columns=["seq"])
+            t = formats.of(m).read(os.path.join(root, formats.data_path(m)), columns=["seq"])
             sealed[(rid, m["schema_type"])] += t.num_rows
             want.update((rid, m["schema_type"], s) for s in t.column("seq").to_pylist())
     parts = []

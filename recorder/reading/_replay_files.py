@@ -427,13 +427,14 @@ class Merge:
             self.n += 1
             heapq.heappush(self.heap, (first.seq, self.n, first, it))
 
-    def prefetch(self, horizon: int | None, parquet: bool = False, slack_ns: int | None = None) -> bool:
-        """Open the earliest unopened source that starts before ``horizon`` (None: any; ``parquet``: only
-        converted ones, Parquet files) and can be opened within ``slack_ns`` (None: any time); False if there is none."""
+    def prefetch(self, horizon: int | None, converted_only: bool = False, slack_ns: int | None = None) -> bool:
+        """Open the earliest unopened source that starts before ``horizon`` (None: any; ``converted_only``:
+        only converted data files, e.g. Parquet) and can be opened within ``slack_ns`` (None: any time);
+        False if there is none."""
         for i in range(len(self.pending) - 1, -1, -1):
             src = self.pending[i]
             converted = formats.for_path(src.path).converts
-            if parquet and not converted:
+            if converted_only and not converted:
                 continue
             if horizon is not None and (src.first_t is None or src.first_t > horizon):
                 continue

@@ -193,7 +193,7 @@ class Replay:
         self._merge = Merge(self._sources, self._filter, late_index(self._sources, self._filter))
         if speed is not None and self._sources:
             # Before the schedule starts: pyarrow's first file (~0.1 s), and whatever starts within the lookahead.
-            self._merge.prefetch(None, parquet=True)
+            self._merge.prefetch(None, converted_only=True)
             starts = [s.first_t for s in self._sources if s.first_t is not None]
             horizon = min(starts) + round(_LOOKAHEAD_NS * speed) if starts else None
             while horizon is not None and self._merge.prefetch(horizon):
