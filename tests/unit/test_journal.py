@@ -9,14 +9,13 @@ import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from unit_support import audit_events, journal_path, line_starts, lines, scaled
+from unit_support import audit_events, canon, journal_path, line_starts, lines, scaled
 
 from recorder import Store, read, verify
 from recorder.schema.config import default_config_text, parse_config
@@ -234,21 +233,6 @@ _IDS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True)
 _KINDS = st.sampled_from(["a3cp_message", "raw_action", "audit_event"])
 
 
-_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
-
-
-def _values(obj: Any) -> Any:
-    """A record as values: a sealed segment's Parquet file keeps a timestamp's value, not its spelling
-    (``.000Z`` reads back as ``.000000Z``: docs/FORMAT.md), so times compare as datetimes."""
-    if isinstance(obj, dict):
-        return {k: _values(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_values(v) for v in obj]
-    if isinstance(obj, str) and _TIME.fullmatch(obj):
-        return datetime.fromisoformat(obj.replace("Z", "+00:00"))
-    return obj
-
-
 def sample(kind: str, user: str, session: str, i: int) -> dict[str, Any]:
     """One example record of ``kind`` from recorder.testing."""
     if kind == "a3cp_message":
@@ -268,7 +252,7 @@ def test_every_example_model_round_trips(tmp_path_factory: pytest.TempPathFactor
     with Store(None, data_root=root) as s:
         seqs = [s.record(rec, schema_type=kind) for kind, rec in sent]
     got = list(read(root))
-    assert [(e["schema_type"], _values(e["record"])) for e in got] == [(k, _values(r)) for k, r in sent]
+    assert [(e["schema_type"], canon(e["record"])) for e in got] == [(k, canon(r)) for k, r in sent]
     assert [e["seq"] for e in got] == seqs
     assert verify([root])[1] == []
 

@@ -20,7 +20,6 @@ import typing
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter
+from unit_support import canon
 
 from recorder import Store, a3cp, read
 from recorder.cli import main
@@ -181,27 +181,6 @@ def deliveries(draw: st.DrawFn, model: type[BaseModel]) -> tuple[str, dict[str, 
             else:
                 rec[k] = None
     return schema_type, rec, meta
-
-
-_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
-
-
-def canon(value: Any) -> Any:
-    """The value as the model sees it: the same keys and nulls at every depth; times as instants, UUIDs as values.
-
-    Parquet keeps values, not their text (docs/FORMAT.md): ``.033Z`` comes
-    back as ``.033000Z``, an upper-case UUID in lower case, ``30`` as ``30.0``.
-    """
-    if isinstance(value, dict):
-        return {k: canon(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [canon(v) for v in value]
-    if isinstance(value, str) and _TS.match(value):
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if isinstance(value, str) and _UUID.match(value):
-        return uuid.UUID(value)
-    return value
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +73,24 @@ def write_parquet(dir_fd: int, name: str, table: Any, label: str) -> str:
     digests: list[str] = []
     _durable.publish(dir_fd, name, lambda f: digests.append(parquet.write_to(f, table)), label)
     return digests[0]
+
+
+_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
+
+
+def canon(value: Any) -> Any:
+    """The value as the model sees it: the same keys and nulls at every depth; times as instants, UUIDs as values.
+
+    Parquet keeps values, not their text (docs/FORMAT.md): ``.033Z`` comes
+    back as ``.033000Z``, an upper-case UUID in lower case, ``30`` as ``30.0``.
+    """
+    if isinstance(value, dict):
+        return {k: canon(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canon(v) for v in value]
+    if isinstance(value, str) and _TS.match(value):
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, str) and _UUID.match(value):
+        return uuid.UUID(value)
+    return value
