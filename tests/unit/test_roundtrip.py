@@ -14,7 +14,6 @@ many records and optional-field draws each model got.
 from __future__ import annotations
 
 import copy
-import re
 import types
 import typing
 import uuid
