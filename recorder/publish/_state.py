@@ -29,13 +29,12 @@ from .._env import iso_ns
 from ..schema._paths import check_identifier
 from ..storage.locks import take_lock
 from ..schema.config import PublishSettings
-from ..storage.published import (STATE, data_bytes, load_state, publish_types, published, table_name, tables_of,
-                                 unpublished_check)
+from ..storage.published import STATE, data_bytes, load_state, publish_types, published, table_name, tables_of
 from ..exceptions import ConfigError, UnsafeIdentifier
 
 __all__ = ["INTERNAL", "LOCK", "STATE", "Backlog", "backlog", "catalog_segments", "data_bytes", "load_state",
-           "lock_publication", "publish_types", "published", "recorder_id", "save_state", "table_name", "tables_of",
-           "unpublished_check"]
+           "lock_publication", "publish_types", "published", "recorder_id", "save_state", "table_name",
+           "tables_of"]
 
 INTERNAL = INTERNAL_DIR
 LOCK = "publish.lock"

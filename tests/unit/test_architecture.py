@@ -133,6 +133,16 @@ def test_importing_the_read_side_loads_no_write_side() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_importing_the_client_loads_no_storage() -> None:
+    """A producer's ``from recorder import Client`` loads the wire and the schemas, not the storage engine."""
+    code = ("import sys; from recorder import Client; "
+            "print(sorted(m for m in sys.modules if m.startswith(('recorder.storage', 'recorder.store', "
+            "'recorder.reading', 'recorder.service', 'recorder.publish'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
 def test_no_module_over_600_lines() -> None:
     root = PACKAGE.parent
     long = [f"{p.relative_to(root)}: {n}" for folder in ("recorder", "tests", "benchmarks")
